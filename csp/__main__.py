@@ -1,0 +1,5 @@
+import sys
+
+from csp.cli import main
+
+sys.exit(main())
