@@ -1,0 +1,186 @@
+"""MPI task farm: rank 0 schedules (and owns the store), the other ranks pull tasks.
+
+`Farm.map(fn, items)` on rank 0 hands items to workers as they become free (dynamic load
+balancing, `prefetch` tasks in flight per worker) and computes items itself while waiting;
+results come back in item order, so the outcome does not depend on the number of ranks.
+Workers sit in `Farm.serve()` until rank 0 calls `Farm.stop()`.
+
+Failure policy (never a hang): an exception in a task on a worker prints the traceback with the
+rank and calls MPI_Abort, which ends every rank at once; an exception on rank 0 propagates to
+the caller, which must call `Farm.abort()` (the `csp run` command does). Without mpi4py, or
+with one rank, `get_comm()` returns a serial communicator and `map` runs everything in-process.
+
+`fn` must be importable by name on every rank (a module-level function): tasks are pickled.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from collections import deque
+from typing import Any, Callable, Iterable, Sequence
+
+TAG_TASK, TAG_RESULT, TAG_STOP = 11, 12, 13
+
+
+class SerialComm:
+    """A one-process stand-in for an MPI communicator."""
+
+    rank = 0
+    size = 1
+
+    def Get_rank(self) -> int:  # noqa: N802 - MPI spelling
+        return 0
+
+    def Get_size(self) -> int:  # noqa: N802
+        return 1
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        return obj
+
+    def barrier(self) -> None:
+        return None
+
+    def Abort(self, code: int = 1) -> None:  # noqa: N802
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def get_comm() -> Any:
+    """MPI.COMM_WORLD when running under an MPI launcher with > 1 rank, else a SerialComm."""
+    if not any(k in os.environ for k in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK",
+                                         "HYDRA_CONTROL_FD", "PMI_FD")):
+        return SerialComm()
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return SerialComm()
+    comm = MPI.COMM_WORLD
+    return comm if comm.Get_size() > 1 else SerialComm()
+
+
+class Farm:
+    """Dynamic task farm over a communicator (see module docstring)."""
+
+    def __init__(self, comm: Any | None = None, prefetch: int = 2, master_works: bool = True,
+                 poll: float = 0.001):
+        self.comm = comm if comm is not None else get_comm()
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        self.prefetch = max(1, int(prefetch))
+        self.master_works = master_works or self.size == 1
+        self.poll = poll
+        self._stopped = False
+
+    @property
+    def is_master(self) -> bool:
+        return self.rank == 0
+
+    # -- rank 0 -----------------------------------------------------------------------------
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any],
+            on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+        """fn(item) for every item, spread over all ranks; results in item order.
+
+        `on_result(index, result)` is called on rank 0 as each result arrives (e.g. to write it
+        to the store and advance a progress bar).
+        """
+        if not self.is_master:
+            raise RuntimeError("Farm.map is called on rank 0 only")
+        items = list(items)
+        results: list[Any] = [None] * len(items)
+        if not items:
+            return results
+
+        def finish(i: int, value: Any) -> None:
+            results[i] = value
+            if on_result is not None:
+                on_result(i, value)
+
+        if self.size == 1:
+            for i, item in enumerate(items):
+                finish(i, fn(item))
+            return results
+
+        from mpi4py import MPI
+
+        pending = deque(range(len(items)))
+        inflight = {w: 0 for w in range(1, self.size)}
+        done = 0
+
+        def send(worker: int) -> None:
+            i = pending.popleft()
+            self.comm.send((i, fn, items[i]), dest=worker, tag=TAG_TASK)
+            inflight[worker] += 1
+
+        for _ in range(self.prefetch):
+            for w in inflight:
+                if pending:
+                    send(w)
+        status = MPI.Status()
+        while done < len(items):
+            if self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=TAG_RESULT, status=status):
+                worker = status.Get_source()
+                i, value = self.comm.recv(source=worker, tag=TAG_RESULT)
+                inflight[worker] -= 1
+                if pending:
+                    send(worker)
+                finish(i, value)
+                done += 1
+            elif pending and self.master_works:
+                i = pending.pop()  # take from the end: workers get the front of the queue
+                finish(i, fn(items[i]))
+                done += 1
+            else:
+                time.sleep(self.poll)
+        return results
+
+    def stop(self) -> None:
+        """Release the workers from `serve()` (rank 0; idempotent)."""
+        if self._stopped or self.size == 1 or not self.is_master:
+            self._stopped = True
+            return
+        for w in range(1, self.size):
+            self.comm.send(None, dest=w, tag=TAG_STOP)
+        self._stopped = True
+
+    def abort(self, message: str | None = None, code: int = 1) -> None:
+        """End every rank now (MPI_Abort), after printing `message` on stderr."""
+        if message:
+            print(message, file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        self.comm.Abort(code)
+
+    # -- workers ----------------------------------------------------------------------------
+    def serve(self) -> None:
+        """Worker loop: run tasks from rank 0 until told to stop; abort the job on any error."""
+        if self.is_master:
+            raise RuntimeError("Farm.serve is for worker ranks")
+        from mpi4py import MPI
+
+        status = MPI.Status()
+        while True:
+            if not self.comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status):
+                time.sleep(self.poll)
+                continue
+            tag = status.Get_tag()
+            msg = self.comm.recv(source=0, tag=tag)
+            if tag == TAG_STOP:
+                return
+            i, fn, item = msg
+            try:
+                value = fn(item)
+            except BaseException as exc:  # noqa: BLE001 - any failure ends the whole job
+                name = getattr(fn, "__qualname__", repr(fn))
+                tb = traceback.format_exc()
+                self.abort(f"{tb}csp: internal error on MPI rank {self.rank} in task {name}[{i}]: "
+                           f"{type(exc).__name__}: {exc}")
+                return
+            self.comm.send((i, value), dest=0, tag=TAG_RESULT)
+
+
+def chunks(seq: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    """Split a sequence into consecutive batches of at most `size` items."""
+    size = max(1, int(size))
+    return [seq[k:k + size] for k in range(0, len(seq), size)]

@@ -1,0 +1,445 @@
+"""The campaign store: one SQLite file per run directory, the single source of truth.
+
+It holds every candidate with its origin, each stage's relaxed structure / energy / grade /
+status, the training set, every potential version with its σ, and every reference call with
+its outcome. Only rank 0 writes, always inside transactions (WAL journal), so a process killed
+at any moment (SIGKILL included) leaves the file consistent: the campaign resumes from the last
+committed step. Steps are recorded by name (`mark_step`) so re-running one is a no-op.
+
+Energies in eV, forces eV/Å, stress eV/Å³ (ASE sign, Voigt order xx yy zz yz xz xy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from csp.errors import InputError
+
+STORE_NAME = "campaign.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS steps (name TEXT PRIMARY KEY, done_at REAL NOT NULL, info TEXT);
+CREATE TABLE IF NOT EXISTS candidates (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    provenance TEXT NOT NULL,
+    formula TEXT NOT NULL,
+    natoms INTEGER NOT NULL,
+    structure TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stage_results (
+    candidate_id INTEGER NOT NULL REFERENCES candidates(id),
+    stage INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    potential_id INTEGER,
+    energy REAL,
+    energy_per_atom REAL,
+    grade REAL,
+    steps INTEGER,
+    structure TEXT,
+    kept INTEGER,
+    updated REAL NOT NULL,
+    PRIMARY KEY (candidate_id, stage)
+);
+CREATE TABLE IF NOT EXISTS potentials (
+    id INTEGER PRIMARY KEY,
+    stage INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    level INTEGER NOT NULL,
+    sigma REAL,
+    n_train INTEGER NOT NULL,
+    mtp TEXT NOT NULL,
+    extra TEXT,
+    created REAL NOT NULL,
+    UNIQUE (stage, round)
+);
+CREATE TABLE IF NOT EXISTS reference_calls (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    candidate_id INTEGER,
+    ok INTEGER NOT NULL,
+    energy REAL,
+    forces TEXT,
+    stress TEXT,
+    structure TEXT,
+    reason TEXT,
+    seconds REAL,
+    workdir TEXT,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS training (
+    id INTEGER PRIMARY KEY,
+    reference_call_id INTEGER NOT NULL UNIQUE REFERENCES reference_calls(id),
+    stage INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    source TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stage_results_stage ON stage_results(stage, status);
+"""
+
+
+def atoms_to_json(atoms: Atoms) -> str:
+    """Exact text form of a structure (numbers, cell, positions, pbc); floats round-trip."""
+    return json.dumps({
+        "numbers": atoms.numbers.tolist(),
+        "cell": atoms.cell.array.tolist(),
+        "positions": atoms.positions.tolist(),
+        "pbc": atoms.pbc.tolist(),
+    }, separators=(",", ":"))
+
+
+def atoms_from_json(text: str) -> Atoms:
+    """Inverse of `atoms_to_json`."""
+    d = json.loads(text)
+    return Atoms(numbers=d["numbers"], cell=d["cell"], positions=d["positions"], pbc=d["pbc"])
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class ReferenceRecord:
+    """A stored reference call (single point or relaxation)."""
+
+    id: int
+    key: str
+    kind: str
+    candidate_id: int | None
+    ok: bool
+    energy: float | None
+    forces: np.ndarray | None
+    stress: np.ndarray | None
+    atoms: Atoms | None
+    reason: str
+    seconds: float
+
+    def to_atoms(self) -> Atoms:
+        """The structure with its reference results attached (SinglePointCalculator)."""
+        if self.atoms is None:
+            raise ValueError(f"reference call {self.key} has no structure")
+        atoms = self.atoms.copy()
+        atoms.calc = SinglePointCalculator(atoms, energy=self.energy, forces=self.forces, stress=self.stress)
+        atoms.info["reference_call"] = self.key
+        return atoms
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """A candidate's latest relaxation in one screening stage."""
+
+    candidate_id: int
+    stage: int
+    status: str
+    potential_id: int | None
+    energy: float | None
+    energy_per_atom: float | None
+    grade: float | None
+    steps: int | None
+    atoms: Atoms | None
+    kept: bool | None
+
+
+class CampaignStore:
+    """The SQLite store of one run directory. Use as a context manager or call `close()`."""
+
+    def __init__(self, run_dir: str | os.PathLike, create: bool = False):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / STORE_NAME
+        if not self.path.exists():
+            if not create:
+                raise InputError(f"'{self.run_dir}' is not a csp run directory (no {STORE_NAME})")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        if create:
+            self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS), each statement atomic
+            if self.get_meta("schema_version") is None:
+                self.set_meta("schema_version", SCHEMA_VERSION)
+        version = self.get_meta("schema_version")
+        if version != SCHEMA_VERSION:
+            raise InputError(f"{self.path}: campaign store schema version {version}, expected {SCHEMA_VERSION}")
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "CampaignStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All writes inside one atomic transaction (nested calls join the outer one)."""
+        if self._db.in_transaction:
+            yield self._db
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def integrity_ok(self) -> bool:
+        """SQLite's own integrity check of the file."""
+        return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    # -- meta and steps ---------------------------------------------------------------------
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(_jsonable(value))))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.OperationalError:
+            return default
+        return default if row is None else json.loads(row[0])
+
+    def step_done(self, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM steps WHERE name = ?", (name,)).fetchone() is not None
+
+    def mark_step(self, name: str, info: Any = None) -> None:
+        """Record a finished step (inside the caller's transaction when there is one)."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO steps VALUES (?, ?, ?)",
+                       (name, time.time(), json.dumps(_jsonable(info))))
+
+    def step_info(self, name: str) -> Any:
+        row = self._db.execute("SELECT info FROM steps WHERE name = ?", (name,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def steps(self) -> list[tuple[str, float]]:
+        return [(r[0], r[1]) for r in self._db.execute("SELECT name, done_at FROM steps ORDER BY done_at")]
+
+    # -- candidates -------------------------------------------------------------------------
+    def add_candidates(self, structures: Iterable[Atoms]) -> list[int]:
+        """Insert candidates (origin from atoms.info['source'], rest of info as provenance)."""
+        ids = []
+        with self.transaction() as db:
+            for atoms in structures:
+                info = _jsonable(dict(atoms.info))
+                source = str(info.pop("source", "unknown"))
+                cur = db.execute(
+                    "INSERT INTO candidates (source, provenance, formula, natoms, structure) VALUES (?,?,?,?,?)",
+                    (source, json.dumps(info, default=str), atoms.get_chemical_formula(), len(atoms),
+                     atoms_to_json(atoms)))
+                ids.append(int(cur.lastrowid))
+        return ids
+
+    def n_candidates(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0])
+
+    def candidate(self, cid: int) -> Atoms:
+        row = self._db.execute("SELECT source, provenance, structure FROM candidates WHERE id = ?",
+                               (cid,)).fetchone()
+        if row is None:
+            raise KeyError(cid)
+        return self._candidate_atoms(cid, *row)
+
+    def candidates(self, ids: Sequence[int] | None = None) -> list[tuple[int, Atoms]]:
+        """(id, Atoms) of all candidates (or of `ids`, in that order)."""
+        if ids is None:
+            rows = self._db.execute("SELECT id, source, provenance, structure FROM candidates ORDER BY id")
+            return [(r[0], self._candidate_atoms(*r)) for r in rows]
+        return [(int(i), self.candidate(int(i))) for i in ids]
+
+    def candidate_ids(self) -> list[int]:
+        return [r[0] for r in self._db.execute("SELECT id FROM candidates ORDER BY id")]
+
+    @staticmethod
+    def _candidate_atoms(cid: int, source: str, provenance: str, structure: str) -> Atoms:
+        atoms = atoms_from_json(structure)
+        atoms.info.update(json.loads(provenance))
+        atoms.info["source"] = source
+        atoms.info["candidate_id"] = int(cid)
+        return atoms
+
+    # -- stage results ----------------------------------------------------------------------
+    def set_stage_results(self, stage: int, rows: Iterable[dict]) -> None:
+        """Upsert relaxations: dicts with candidate_id, status, potential_id, energy (eV),
+        grade, steps, atoms (relaxed structure)."""
+        now = time.time()
+        with self.transaction() as db:
+            for r in rows:
+                atoms = r.get("atoms")
+                energy = r.get("energy")
+                natoms = len(atoms) if atoms is not None else None
+                db.execute(
+                    "INSERT OR REPLACE INTO stage_results (candidate_id, stage, status, potential_id, energy,"
+                    " energy_per_atom, grade, steps, structure, kept, updated) VALUES (?,?,?,?,?,?,?,?,?,NULL,?)",
+                    (int(r["candidate_id"]), int(stage), str(r["status"]), r.get("potential_id"),
+                     None if energy is None else float(energy),
+                     None if energy is None or not natoms else float(energy) / natoms,
+                     None if r.get("grade") is None else float(r["grade"]),
+                     None if r.get("steps") is None else int(r["steps"]),
+                     None if atoms is None else atoms_to_json(atoms), now))
+
+    def stage_results(self, stage: int, status: str | None = None) -> list[StageResult]:
+        sql = ("SELECT candidate_id, stage, status, potential_id, energy, energy_per_atom, grade, steps,"
+               " structure, kept FROM stage_results WHERE stage = ?")
+        args: tuple = (int(stage),)
+        if status is not None:
+            sql += " AND status = ?"
+            args += (status,)
+        out = []
+        for r in self._db.execute(sql + " ORDER BY candidate_id", args):
+            out.append(StageResult(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7],
+                                   None if r[8] is None else atoms_from_json(r[8]),
+                                   None if r[9] is None else bool(r[9])))
+        return out
+
+    def set_kept(self, stage: int, kept_ids: Iterable[int]) -> None:
+        """Mark which candidates survive a stage's window (all others of the stage: not kept)."""
+        kept = [(int(i), int(stage)) for i in kept_ids]
+        with self.transaction() as db:
+            db.execute("UPDATE stage_results SET kept = 0 WHERE stage = ?", (int(stage),))
+            db.executemany("UPDATE stage_results SET kept = 1 WHERE candidate_id = ? AND stage = ?", kept)
+
+    def kept_ids(self, stage: int) -> list[int]:
+        return [r[0] for r in self._db.execute(
+            "SELECT candidate_id FROM stage_results WHERE stage = ? AND kept = 1 ORDER BY candidate_id",
+            (int(stage),))]
+
+    # -- potentials -------------------------------------------------------------------------
+    def add_potential(self, stage: int, round: int, level: int, mtp_text: str, sigma: float | None,
+                      n_train: int, extra: dict | None = None) -> int:
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT OR REPLACE INTO potentials (stage, round, level, sigma, n_train, mtp, extra, created)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (int(stage), int(round), int(level), None if sigma is None else float(sigma), int(n_train),
+                 mtp_text, json.dumps(_jsonable(extra or {})), time.time()))
+            return int(cur.lastrowid)
+
+    def potentials(self, stage: int | None = None) -> list[dict]:
+        sql = "SELECT id, stage, round, level, sigma, n_train, mtp, extra, created FROM potentials"
+        args: tuple = ()
+        if stage is not None:
+            sql += " WHERE stage = ?"
+            args = (int(stage),)
+        cols = ("id", "stage", "round", "level", "sigma", "n_train", "mtp", "extra", "created")
+        out = []
+        for r in self._db.execute(sql + " ORDER BY stage, round", args):
+            d = dict(zip(cols, r))
+            d["extra"] = json.loads(d["extra"] or "{}")
+            out.append(d)
+        return out
+
+    def latest_potential(self, stage: int) -> dict | None:
+        pots = self.potentials(stage)
+        return pots[-1] if pots else None
+
+    # -- reference calls and training set ----------------------------------------------------
+    def reference_call(self, key: str) -> ReferenceRecord | None:
+        row = self._db.execute(
+            "SELECT id, key, kind, candidate_id, ok, energy, forces, stress, structure, reason, seconds"
+            " FROM reference_calls WHERE key = ?", (key,)).fetchone()
+        return None if row is None else self._record(row)
+
+    def reference_calls(self, kind: str | None = None) -> list[ReferenceRecord]:
+        sql = ("SELECT id, key, kind, candidate_id, ok, energy, forces, stress, structure, reason, seconds"
+               " FROM reference_calls")
+        args: tuple = ()
+        if kind is not None:
+            sql += " WHERE kind = ?"
+            args = (kind,)
+        return [self._record(r) for r in self._db.execute(sql + " ORDER BY id", args)]
+
+    @staticmethod
+    def _record(r) -> ReferenceRecord:
+        return ReferenceRecord(
+            id=r[0], key=r[1], kind=r[2], candidate_id=r[3], ok=bool(r[4]), energy=r[5],
+            forces=None if r[6] is None else np.array(json.loads(r[6]), dtype=float).reshape(-1, 3),
+            stress=None if r[7] is None else np.array(json.loads(r[7]), dtype=float),
+            atoms=None if r[8] is None else atoms_from_json(r[8]), reason=r[9] or "", seconds=r[10] or 0.0)
+
+    def add_reference_call(self, key: str, kind: str, candidate_id: int | None, ok: bool,
+                           atoms: Atoms | None = None, energy: float | None = None,
+                           forces: np.ndarray | None = None, stress: np.ndarray | None = None,
+                           reason: str = "", seconds: float = 0.0, workdir: str | None = None,
+                           training: tuple[int, int, str] | None = None) -> int:
+        """Record a reference call (idempotent on `key`: a second insert returns the first id).
+
+        `training=(stage, round, source)` also adds a successful call to the training set,
+        in the same transaction.
+        """
+        with self.transaction() as db:
+            row = db.execute("SELECT id FROM reference_calls WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                return int(row[0])
+            cur = db.execute(
+                "INSERT INTO reference_calls (key, kind, candidate_id, ok, energy, forces, stress, structure,"
+                " reason, seconds, workdir, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (key, kind, None if candidate_id is None else int(candidate_id), int(bool(ok)),
+                 None if energy is None else float(energy),
+                 None if forces is None else json.dumps(np.asarray(forces, dtype=float).tolist()),
+                 None if stress is None else json.dumps(np.asarray(stress, dtype=float).tolist()),
+                 None if atoms is None else atoms_to_json(atoms), reason, float(seconds), workdir,
+                 time.time()))
+            rid = int(cur.lastrowid)
+            if training is not None and ok:
+                db.execute("INSERT INTO training (reference_call_id, stage, round, source) VALUES (?,?,?,?)",
+                           (rid, int(training[0]), int(training[1]), str(training[2])))
+            return rid
+
+    def training_set(self) -> list[ReferenceRecord]:
+        """Every training configuration in insertion order."""
+        rows = self._db.execute(
+            "SELECT r.id, r.key, r.kind, r.candidate_id, r.ok, r.energy, r.forces, r.stress, r.structure,"
+            " r.reason, r.seconds FROM training t JOIN reference_calls r ON r.id = t.reference_call_id"
+            " ORDER BY t.id")
+        return [self._record(r) for r in rows]
+
+    def training_history(self) -> list[tuple[int, int, int]]:
+        """(stage, round, configurations added) in order."""
+        return [tuple(r) for r in self._db.execute(
+            "SELECT stage, round, COUNT(*) FROM training GROUP BY stage, round ORDER BY stage, round")]
+
+    # -- summary ----------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        """Campaign counts (names as in the report's hull.json)."""
+        q = lambda sql, *a: int(self._db.execute(sql, a).fetchone()[0])  # noqa: E731
+        out = {
+            "candidates": q("SELECT COUNT(*) FROM candidates"),
+            "reference_single_points": q("SELECT COUNT(*) FROM reference_calls WHERE kind = 'single_point'"),
+            "reference_relaxations": q("SELECT COUNT(*) FROM reference_calls WHERE kind = 'relax'"),
+            "reference_failures": q("SELECT COUNT(*) FROM reference_calls WHERE ok = 0"),
+            "training_set": q("SELECT COUNT(*) FROM training"),
+            "potentials": q("SELECT COUNT(*) FROM potentials"),
+        }
+        for stage in sorted(r[0] for r in self._db.execute("SELECT DISTINCT stage FROM stage_results")):
+            out[f"stage{stage}_relaxed"] = q(
+                "SELECT COUNT(*) FROM stage_results WHERE stage = ? AND status = 'converged'", stage)
+            out[f"stage{stage}_kept"] = q("SELECT COUNT(*) FROM stage_results WHERE stage = ? AND kept = 1", stage)
+        return out

@@ -1,0 +1,55 @@
+"""Driven by test_farm.py under `mpirun -n 2`: map a task over items, or fail on purpose."""
+
+import json
+import os
+import sys
+import time
+
+from csp.campaign.farm import Farm
+
+
+def square_with_rank(x):
+    time.sleep(0.002 * (x % 3))
+    return (x * x, int(os.environ.get("PMI_RANK", "0")))
+
+
+def fail_on_worker(x):
+    if int(os.environ.get("PMI_RANK", "0")) != 0 and x >= 3:
+        raise ValueError(f"injected failure at item {x}")
+    time.sleep(0.05)
+    return x
+
+
+def fail_on_master(x):
+    if int(os.environ.get("PMI_RANK", "0")) == 0:
+        raise ValueError(f"injected failure at item {x}")
+    time.sleep(0.05)
+    return x
+
+
+def fail_anywhere(x):
+    if x == 5:
+        raise ValueError("injected failure at item 5")
+    time.sleep(0.05)
+    return x
+
+
+def main(mode: str) -> int:
+    farm = Farm()
+    if not farm.is_master:
+        farm.serve()
+        return 0
+    try:
+        fn = {"ok": square_with_rank, "fail_worker": fail_on_worker, "fail_any": fail_anywhere,
+              "fail_master": fail_on_master}[mode]
+        out = farm.map(fn, range(40))
+        farm.stop()
+    except Exception as exc:
+        farm.abort(f"csp: internal error on MPI rank 0: {type(exc).__name__}: {exc}")
+        return 1
+    print(json.dumps({"size": farm.size, "results": out}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
