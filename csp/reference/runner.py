@@ -1,0 +1,42 @@
+"""Child-process entry of an isolated attempt: ``python -m csp.reference.runner ATTEMPT_DIR``.
+
+Reads ``request.json`` and ``input.extxyz`` from the directory, runs the attempt serially
+(no MPI: the parent removed the launcher's environment variables) and writes
+``result.json`` (+ ``result.extxyz`` on success). The parent enforces the time limit by
+killing this process group.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import ase.io
+from ase import units
+
+from csp.reference.core import backend_module
+from csp.reference.operations import RelaxSettings, run_attempt
+
+
+def main(directory: str) -> int:
+    adir = Path(directory)
+    request = json.loads((adir / "request.json").read_text())
+    atoms = ase.io.read(adir / "input.extxyz", format="extxyz")
+    r = dict(request["relax"])
+    settings = RelaxSettings(fmax=r["fmax"], stress_tol=r["stress_tol"] * units.GPa, max_steps=r["max_steps"],
+                             pressure=r["pressure"] * units.GPa, cell=r["cell"], optimizer=r["optimizer"],
+                             keep_symmetry=r["keep_symmetry"])
+    module = backend_module(request["calculator"])
+    params = request["parameters"]
+    result = run_attempt(request["operation"], atoms, lambda: module.make_calculator(params, atoms, adir),
+                         adir, settings, timeout=None)
+    if result.ok:
+        ase.io.write(adir / "result.extxyz", result.atoms, format="extxyz")
+    (adir / "result.json").write_text(json.dumps({"ok": result.ok, "kind": result.kind, "reason": result.reason,
+                                                  "converged": result.converged, "steps": result.steps}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
