@@ -1,0 +1,244 @@
+"""The prototype library: crystal structure types read from ``prototypes/*.yaml`` and decorated.
+
+Each YAML file describes one prototype: ``name``, ``strukturbericht``, ``prototype`` (the
+compound), ``pearson``, ``space_group`` (+ optional ``setting`` in ASE's convention: 1 = first
+origin choice / hexagonal axes, 2 = second origin choice), ``lattice`` (a, b, c in Å, α, β, γ in
+degrees, of a representative compound; missing values follow from the crystal system),
+``sites`` (Wyckoff label, representative fractional ``coords``, ``sublattice``: the element of
+the prototype compound that occupies it), ``aflow`` (AFLOW prototype label) and ``source``.
+The structure is built with `ase.spacegroup.crystal`.
+
+Where the library lives: ``$CSP_PROTOTYPES`` (a directory) if set, else the top-level
+``prototypes/`` directory of the source checkout (found with ``pip install -e .``).
+
+Decoration (`decorate`): with k search elements and s sublattices, every sublattice receives
+one element. If s ≤ k, every injective assignment is made (unary prototypes give each pure
+element, binary prototypes in a ternary search give every ordered pair); if s > k, every
+assignment that uses all k elements. Assignments related by a symmetry of the prototype that
+swaps sublattices (e.g. Cs↔Cl in B2) give the same crystal and are emitted once (checked with
+pymatgen's StructureMatcher). The cell is scaled isotropically to the Vegard volume of the
+decorated composition (`csp.structures.volume`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import yaml
+from ase import Atoms
+from ase.data import atomic_numbers
+from ase.spacegroup import crystal
+
+from csp.errors import InputError
+from csp.structures.volume import vegard_volume
+from csp.structures.wyckoff import primitive_cell, space_group
+
+_REQUIRED = ("name", "strukturbericht", "prototype", "pearson", "space_group", "lattice",
+             "sites", "source")
+
+
+@dataclass(frozen=True)
+class Site:
+    """One Wyckoff site of a prototype (fractional coordinates of a representative point)."""
+
+    wyckoff: str
+    coords: tuple[float, float, float]
+    sublattice: str
+
+
+@dataclass(frozen=True)
+class Prototype:
+    """A prototype crystal structure from the library."""
+
+    name: str
+    strukturbericht: str
+    prototype: str
+    pearson: str
+    space_group: int
+    cellpar: tuple[float, float, float, float, float, float]  # Å, degrees
+    sites: tuple[Site, ...]
+    source: str
+    setting: int = 1
+    aflow: str = ""
+    note: str = ""
+    path: str = field(default="", compare=False)
+
+    @property
+    def sublattices(self) -> list[str]:
+        """Sublattice labels in order of first appearance."""
+        return list(dict.fromkeys(s.sublattice for s in self.sites))
+
+    @property
+    def pearson_count(self) -> int:
+        """Atoms per cell according to the Pearson symbol (primitive cell for hR)."""
+        return int(self.pearson[2:])
+
+    def build(self, assignment: dict[str, str] | None = None, primitive: bool = False) -> Atoms:
+        """The structure with sublattice -> element `assignment` (default: the prototype's own
+        elements) at the representative lattice parameters (Å)."""
+        assignment = assignment or {s: s for s in self.sublattices}
+        conv = crystal([assignment[s.sublattice] for s in self.sites],
+                       basis=[s.coords for s in self.sites], spacegroup=self.space_group,
+                       setting=self.setting, cellpar=list(self.cellpar))
+        if not primitive:
+            return conv
+        return primitive_cell(conv.cell[:], conv.get_scaled_positions(), conv.numbers,
+                              space_group(self.space_group).centering)
+
+
+def library_dir() -> Path:
+    """Directory of the prototype library ($CSP_PROTOTYPES or <checkout>/prototypes)."""
+    env = os.environ.get("CSP_PROTOTYPES")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "prototypes"
+    if not path.is_dir():
+        raise InputError(f"prototype library '{path}' not found: set CSP_PROTOTYPES to the "
+                         "prototypes/ directory of the csp source")
+    return path
+
+
+def _cellpar(lat: dict, number: int, where: str) -> tuple[float, ...]:
+    if not isinstance(lat, dict) or "a" not in lat:
+        raise InputError(f"{where}: key 'lattice' needs at least 'a'")
+    a = float(lat["a"])
+    if number >= 195:
+        b = c = a
+    elif number >= 75:
+        b, c = a, float(lat.get("c", a))
+    else:
+        b, c = float(lat.get("b", a)), float(lat.get("c", a))
+    gamma = 120.0 if 143 <= number <= 194 else float(lat.get("gamma", 90.0))
+    alpha, beta = float(lat.get("alpha", 90.0)), float(lat.get("beta", 90.0))
+    return (a, b, c, alpha, beta, gamma)
+
+
+def load_prototype(path: str | Path) -> Prototype:
+    """Read and validate one prototype YAML file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of prototype keys")
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise InputError(f"{path}: missing key(s) {', '.join(missing)}")
+    number = data["space_group"]
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 230:
+        raise InputError(f"{path}: key 'space_group' must be an integer 1–230")
+    sites = []
+    for i, s in enumerate(data["sites"] or []):
+        try:
+            coords = tuple(float(x) for x in s["coords"])
+            site = Site(str(s["wyckoff"]), coords, str(s["sublattice"]))
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{path}: sites[{i}] needs wyckoff, coords (3 numbers), sublattice") \
+                from None
+        if len(coords) != 3:
+            raise InputError(f"{path}: sites[{i}].coords must have 3 numbers")
+        if site.sublattice not in atomic_numbers:
+            raise InputError(f"{path}: sites[{i}].sublattice '{site.sublattice}' must be the "
+                             "element of the prototype compound on that site")
+        sites.append(site)
+    if not sites:
+        raise InputError(f"{path}: key 'sites' is empty")
+    return Prototype(
+        name=str(data["name"]), strukturbericht=str(data["strukturbericht"]),
+        prototype=str(data["prototype"]), pearson=str(data["pearson"]), space_group=number,
+        cellpar=_cellpar(data["lattice"], number, str(path)), sites=tuple(sites),
+        source=str(data["source"]), setting=int(data.get("setting", 1)),
+        aflow=str(data.get("aflow", "")), note=str(data.get("note", "")), path=str(path))
+
+
+@lru_cache(maxsize=4)
+def _load_all(directory: str) -> tuple[Prototype, ...]:
+    protos = [load_prototype(p) for p in sorted(Path(directory).glob("*.yaml"))]
+    names = [p.name.lower() for p in protos]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise InputError(f"prototype library {directory}: duplicate name(s) {sorted(dup)}")
+    return tuple(protos)
+
+
+def list_prototypes() -> list[Prototype]:
+    """All prototypes of the library, sorted by file name."""
+    return list(_load_all(str(library_dir())))
+
+
+def get_prototype(name: str) -> Prototype:
+    """Prototype by name, Strukturbericht symbol, compound or AFLOW label (case-insensitive)."""
+    key = str(name).strip().lower()
+    protos = list_prototypes()
+    for attr in ("name", "strukturbericht", "prototype", "aflow"):
+        hits = [p for p in protos if getattr(p, attr).lower() == key]
+        if len(hits) == 1:
+            return hits[0]
+    raise InputError(f"unknown prototype '{name}' (see `csp prototypes list`)")
+
+
+def _check_elements(elements: Sequence[str] | str) -> list[str]:
+    if isinstance(elements, str):
+        elements = [e.strip() for e in elements.split(",") if e.strip()]
+    elements = list(elements)
+    if not elements:
+        raise InputError("prototypes: no elements given")
+    for e in elements:
+        if e not in atomic_numbers or e == "X":
+            raise InputError(f"prototypes: unknown element '{e}'")
+    if len(set(elements)) != len(elements):
+        raise InputError(f"prototypes: repeated element in {','.join(elements)}")
+    return elements
+
+
+def assignments(n_sublattices: int, elements: Sequence[str]) -> Iterator[tuple[str, ...]]:
+    """Element per sublattice: injective if s ≤ k, else every map that uses all k elements."""
+    if n_sublattices <= len(elements):
+        yield from itertools.permutations(elements, n_sublattices)
+    else:
+        for combo in itertools.product(elements, repeat=n_sublattices):
+            if len(set(combo)) == len(elements):
+                yield combo
+
+
+def decorate(name_or_all: str, elements: Sequence[str] | str, *,
+             primitive: bool = True) -> Iterator[Atoms]:
+    """Decorated prototypes: every distinct sublattice assignment of `elements`, scaled to the
+    Vegard volume (Å³). ``name_or_all`` is a prototype name (see `get_prototype`) or "all".
+    Cells are primitive unless ``primitive=False``. Provenance in ``atoms.info``."""
+    elements = _check_elements(elements)
+    protos = list_prototypes() if str(name_or_all).lower() == "all" \
+        else [get_prototype(name_or_all)]
+    for proto in protos:
+        yield from _decorate_one(proto, elements, primitive)
+
+
+def _decorate_one(proto: Prototype, elements: list[str], primitive: bool) -> Iterator[Atoms]:
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    matcher = StructureMatcher(scale=True, attempt_supercell=False)
+    kept: dict[str, list] = {}  # reduced formula -> pymatgen structures emitted
+    subl = proto.sublattices
+    for combo in assignments(len(subl), elements):
+        assignment = dict(zip(subl, combo))
+        atoms = proto.build(assignment, primitive=primitive)
+        atoms.set_cell(atoms.cell * (vegard_volume(atoms.get_chemical_symbols())
+                                     / atoms.get_volume()) ** (1.0 / 3.0), scale_atoms=True)
+        structure = AseAtomsAdaptor.get_structure(atoms)
+        seen = kept.setdefault(structure.composition.reduced_formula, [])
+        if any(matcher.fit(structure, other) for other in seen):
+            continue
+        seen.append(structure)
+        atoms.info.clear()
+        atoms.info.update(source="prototype", prototype=proto.name,
+                          strukturbericht=proto.strukturbericht,
+                          prototype_compound=proto.prototype,
+                          prototype_space_group=proto.space_group,
+                          assignment=",".join(f"{s}={e}" for s, e in assignment.items()))
+        yield atoms

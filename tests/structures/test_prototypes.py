@@ -1,0 +1,114 @@
+"""Prototype library: every file's symmetry and atom count, physical geometry, decoration."""
+
+import numpy as np
+import pytest
+import spglib
+from ase.data import covalent_radii
+from ase.io import read
+from ase.neighborlist import neighbor_list
+
+from csp.cli import main
+from csp.errors import InputError
+from csp.structures.prototypes import decorate, get_prototype, list_prototypes, load_prototype
+from csp.structures.volume import vegard_volume
+
+PROTOS = list_prototypes()
+REQUIRED = """A1 A2 A3 A4 A15 B1 B2 B3 B4 B8_1 B11 B19 B27 B32 B33 C1 C11_b C14 C15 C16 C32 C36
+D0_3 D0_11 D0_19 D0_22 D0_23 D0_24 D1_a D2_d L1_0 L1_2 L2_1 L6_0 A5 A6 A7 A9 A_h A11 B10 B35
+C2 C6 C15_b C22 C23 C38 C49 D0_9 D1_3 D2_b D5_2 D8_a E2_1 E9_3 L1_1""".split()
+
+
+def _spacegroup(atoms, symprec=1e-3):
+    return spglib.get_symmetry_dataset(
+        (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers), symprec=symprec).number
+
+
+def test_library_size_and_required_types():
+    assert len(PROTOS) >= 60
+    have = {p.strukturbericht for p in PROTOS}
+    assert not set(REQUIRED) - have
+    assert all(p.source and p.aflow for p in PROTOS)
+
+
+@pytest.mark.parametrize("proto", PROTOS, ids=[p.name for p in PROTOS])
+def test_prototype_file(proto):
+    atoms = proto.build()
+    # spglib finds the declared space group, and the cell holds the Pearson symbol's atoms
+    assert _spacegroup(atoms) == proto.space_group
+    per_cell = len(atoms) // 3 if proto.pearson.startswith("hR") else len(atoms)
+    assert per_cell == proto.pearson_count
+    assert proto.pearson[1] in "PCIFRS" and proto.pearson[0] in "amothc"
+    # the representative compound is physical: no two atoms closer than 0.6 × (r_i + r_j)
+    i, j, d = neighbor_list("ijd", atoms, 6.0)
+    assert np.min(d / (covalent_radii[atoms.numbers[i]] + covalent_radii[atoms.numbers[j]])) > 0.6
+    # the primitive cell has the same content per formula
+    prim = proto.build(primitive=True)
+    assert len(atoms) % len(prim) == 0
+    assert np.isclose(atoms.get_volume() / len(atoms), prim.get_volume() / len(prim))
+
+
+@pytest.mark.parametrize("name, elements, formulas", [
+    ("B2", "Cu,Pd", {"CuPd"}),                     # Cs <-> Cl swap is a symmetry
+    ("B1", "Cu,Pd", {"CuPd"}),
+    ("B3", "Cu,Pd", {"CuPd"}),
+    ("L1_0", "Cu,Pd", {"CuPd"}),
+    ("L1_2", "Cu,Pd", {"CuPd3", "Cu3Pd"}),
+    ("A15", "Nb,Sn", {"Nb3Sn", "NbSn3"}),
+    ("A1", "Cu,Pd", {"Cu", "Pd"}),                 # unary prototypes: each pure element
+    ("B1", "Cu,Pd,Au", {"CuPd", "AuCu", "AuPd"}),  # binary prototype, ternary search
+    ("L2_1", "Cu,Pd,Au", {"Au2CuPd", "AuCuPd2", "AuCu2Pd"}),  # 4a <-> 4b swap is a symmetry
+])
+def test_decoration_counts(name, elements, formulas):
+    out = list(decorate(name, elements))
+    assert len(out) == len(formulas)
+    assert {a.get_chemical_formula(empirical=True) for a in out} == formulas
+
+
+def test_perovskite_ternary_has_six_distinct_decorations():
+    out = list(decorate("E2_1", ["Cu", "Pd", "Au"]))
+    assert len(out) == 6
+    assert len({a.info["assignment"] for a in out}) == 6
+
+
+def test_decorated_structures_keep_symmetry_volume_and_provenance():
+    out = list(decorate("all", "Cu,Pd"))
+    assert len(out) >= 2 * len(PROTOS) - 20
+    for atoms in out:
+        proto = get_prototype(atoms.info["prototype"])
+        assert atoms.info["source"] == "prototype"
+        assert np.isclose(atoms.get_volume(), vegard_volume(atoms.get_chemical_symbols()))
+        if len(proto.sublattices) <= 2:  # one element per sublattice: symmetry unchanged
+            assert _spacegroup(atoms) == proto.space_group, atoms.info
+
+
+def test_lookup_by_compound_and_label_and_errors(tmp_path):
+    assert get_prototype("cu3au").name == "L1_2"
+    assert get_prototype("AB3_cP4_221_a_c").name == "L1_2"
+    with pytest.raises(InputError, match="unknown prototype 'Q9'"):
+        get_prototype("Q9")
+    with pytest.raises(InputError, match="unknown element 'Zz'"):
+        list(decorate("B2", "Cu,Zz"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: X\nspace_group: 300\n")
+    with pytest.raises(InputError, match="bad.yaml"):
+        load_prototype(bad)
+
+
+def test_cli_list_and_decorate(tmp_path, capsys):
+    assert main(["prototypes", "list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == len(PROTOS) + 1 and "Pearson" in out[0]
+    path = tmp_path / "c15.extxyz"
+    assert main(["prototypes", "decorate", "C15", "--elements", "Cu,Pd", "-o", str(path)]) == 0
+    structures = read(path, ":")
+    assert len(structures) == 2 and {len(a) for a in structures} == {6}
+    assert all(a.info["prototype"] == "C15" for a in structures)
+
+
+def test_cli_bad_input_is_one_line_exit_2(capsys):
+    for argv in (["prototypes", "decorate", "NoSuch", "--elements", "Cu"],
+                 ["prototypes", "decorate", "B2", "--elements", "Cu,Xy"],
+                 ["prototypes", "decorate", "B2"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("csp: error:") and err.count("\n") == 1
