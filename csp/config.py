@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 from ase.data import chemical_symbols
@@ -70,11 +70,12 @@ class RelaxSettings:
 
 @dataclass(frozen=True)
 class ReferenceSettings:
-    """The trusted calculator; `section` is the YAML mapping passed to `csp.reference`."""
+    """The trusted calculator: `section` is the YAML mapping, `reference` the configured
+    `csp.reference.Reference` built from it (relaxation settings in `reference.relax_settings`)."""
 
-    calculator: str = "emt"
-    section: dict = field(default_factory=lambda: {"calculator": "emt"})
-    relax: RelaxSettings = field(default_factory=lambda: RelaxSettings(max_steps=300))
+    calculator: str
+    section: dict
+    reference: Any
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,7 @@ def parse_search(data: Any, path: Path, text: str = "", run_dir: str | os.PathLi
         seed=seed,
         run_dir=Path(run_dir),
         candidates=_candidates(c, top.get("candidates", {}), len(elements)),
-        reference=_reference(c, top.get("reference", {})),
+        reference=_reference(c, top.get("reference")),
         screening=_screening(c, top.get("screening", {})),
         text=text,
     )
@@ -350,8 +351,8 @@ def _relax(c: _Checker, value: Any, key: str, default: RelaxSettings) -> RelaxSe
 
 
 def _reference(c: _Checker, value: Any) -> ReferenceSettings:
-    if value is None or value == {}:
-        return ReferenceSettings()
+    if value is None:
+        value = {}
     if isinstance(value, str):
         value = {"calculator": value}
     if not isinstance(value, dict):
@@ -364,24 +365,13 @@ def _reference(c: _Checker, value: Any) -> ReferenceSettings:
         c.fail("reference.calculator", f"unknown calculator {calc!r}{hint}; allowed: "
                f"{', '.join(BUILTIN_CALCULATORS)} or an import path such as package.module.Class")
     section["calculator"] = calc
-    relax = _relax(c, section.pop("relax", None), "reference.relax", RelaxSettings(max_steps=300))
-    _validate_reference_backend(c, section)
-    return ReferenceSettings(calculator=calc, section=section, relax=relax)
+    from csp.reference import get_reference
 
-
-def _validate_reference_backend(c: _Checker, section: dict) -> None:
-    """Let the reference registry check its own settings (when it offers a validator)."""
     try:
-        import csp.reference as ref
-    except ImportError:
-        return
-    validate: Callable | None = getattr(ref, "validate_section", None)
-    if validate is None:
-        return
-    try:
-        validate(dict(section))
+        reference = get_reference(section, "reference")
     except InputError as exc:
-        raise InputError(f"{c.path}: key 'reference': {exc}") from None
+        raise InputError(f"{c.path}: {exc}") from None
+    return ReferenceSettings(calculator=calc, section=section, reference=reference)
 
 
 def _screening(c: _Checker, value: Any) -> ScreeningSettings:

@@ -58,8 +58,9 @@ def test_full_file_values_and_units(tmp_path):
     assert s.candidates.enumerate.lattices == ("fcc", "bcc") and s.candidates.enumerate.max_atoms == 6
     assert s.candidates.prototypes == ("L1_2", "B2")
     assert s.candidates.random.count == 10
-    assert s.reference.relax.fmax == 0.02 and s.reference.relax.max_steps == 100
-    assert s.reference.section == {"calculator": "emt"}
+    assert s.reference.reference.relax_settings.fmax == 0.02
+    assert s.reference.reference.relax_settings.max_steps == 100
+    assert s.reference.reference.name == "emt"
     assert [(st.level, st.window) for st in s.screening.stages] == [(8, 3.0), (12, 4.0)]
     assert s.screening.relax.stress_tol == pytest.approx(0.2 * GPa)  # GPa in the file, eV/Å³ inside
     assert s.screening.relax.batch_size == 16
@@ -89,6 +90,8 @@ BAD = {
     "prototypes_bad_string": (MINIMAL + "candidates: {prototypes: some}\n", "candidates.prototypes"),
     "unknown_calculator": (MINIMAL + "reference: {calculator: vaps}\n", "reference.calculator"),
     "negative_fmax": (MINIMAL + "reference: {calculator: emt, relax: {fmax: -0.01}}\n", "reference.relax.fmax"),
+    "reference_unknown_key": (MINIMAL + "reference: {calculator: emt, ecutt: 400}\n", "reference.ecutt"),
+    "reference_timeout_negative": (MINIMAL + "reference: {calculator: emt, timeout: -5}\n", "reference.timeout"),
     "zero_max_steps": (MINIMAL + "screening: {relax: {max_steps: 0}}\n", "screening.relax.max_steps"),
     "odd_level": (MINIMAL + "screening: {stages: [{level: 7}]}\n", "screening.stages[0].level"),
     "level_too_high": (MINIMAL + "screening: {stages: [{level: 30}]}\n", "screening.stages[0].level"),
