@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
-from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
 
 from csp.errors import InputError
+from csp.hull import HullEntry, build_hull
 
 
 @dataclass(frozen=True)
@@ -28,25 +28,32 @@ class ScreenEntry:
 
 
 def energies_above_hull(entries: Sequence[ScreenEntry], elements: Sequence[str]) -> dict[int, float]:
-    """Energy above the convex hull (eV/atom, ≥ 0 up to rounding) of every entry."""
-    by_comp: dict[Composition, float] = {}
+    """Energy above the convex hull (eV/atom, ≥ 0 up to rounding) of every entry.
+
+    The hull (`csp.hull.build_hull`) is built from the lowest energy of each reduced composition.
+    """
+    best: dict[Composition, ScreenEntry] = {}
     comps = []
     for e in entries:
         comp = Composition({el: n for el, n in e.composition.items() if n}).reduced_composition
         comps.append(comp)
-        if not np.isfinite(e.energy_per_atom):
-            continue
-        if comp not in by_comp or e.energy_per_atom < by_comp[comp]:
-            by_comp[comp] = e.energy_per_atom
-    present = {str(el) for comp in by_comp for el in comp.elements}
-    missing = [el for el in elements if el not in present or Composition(el) not in by_comp]
+        if np.isfinite(e.energy_per_atom) and (comp not in best or e.energy_per_atom < best[comp].energy_per_atom):
+            best[comp] = e
+    missing = [el for el in elements if Composition(el) not in best]
     if missing:
         raise InputError(f"no relaxed candidate of pure {', '.join(missing)}: the hull needs every element "
                          "(enable candidates.enumerate or include an elemental prototype)")
-    pd = PhaseDiagram([PDEntry(c, e * c.num_atoms) for c, e in by_comp.items()])
-    hull_at = {c: pd.get_hull_energy_per_atom(c) for c in by_comp}
-    return {e.id: float(e.energy_per_atom - hull_at[c]) if np.isfinite(e.energy_per_atom) else float("inf")
-            for e, c in zip(entries, comps)}
+    hull_entries = [HullEntry(id=str(e.id), composition={str(k): float(v) for k, v in c.as_dict().items()},
+                              energy=e.energy_per_atom * c.num_atoms) for c, e in best.items()]
+    hull = build_hull(hull_entries, elements)
+    out = {}
+    for e, c in zip(entries, comps):
+        if not np.isfinite(e.energy_per_atom):
+            out[e.id] = float("inf")
+            continue
+        comp = {str(k): float(v) for k, v in c.as_dict().items()}
+        out[e.id] = float(hull.formation_energy(comp, e.energy_per_atom) - hull.hull_energy(comp))
+    return out
 
 
 def within_window(entries: Sequence[ScreenEntry], elements: Sequence[str], window: float) -> tuple[list[int], dict[int, float]]:
