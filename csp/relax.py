@@ -299,3 +299,18 @@ def ase_evaluator(make_calc: Callable[[], object], species: Sequence[str]) -> Ev
         return e, f, s
 
     return evaluate
+
+
+def mtp_evaluator(mtp) -> Evaluator:
+    """An Evaluator for a `csp.mtp.MTP`: one `calc_efs_batch` call per step for the whole batch.
+
+    Structures are periodic in 3D; types index the potential's species."""
+    from csp.mtp.evaluate import Batch, calc_efs_batch
+
+    def evaluate(cells, positions, types, offsets):
+        batch = Batch(cells=cells, pbc=np.ones((len(cells), 3), dtype=bool), positions=positions,
+                      types=types, offsets=offsets)
+        res = calc_efs_batch(mtp, batch, check=False)
+        return res.energies, res.forces, res.stresses
+
+    return evaluate

@@ -126,3 +126,27 @@ def test_failures_are_flagged_not_raised():
 def test_pack_rejects_foreign_species():
     with pytest.raises(ValueError, match="Au"):
         pack([bulk("Au")], SPECIES)
+
+
+def test_mtp_batch_relaxation_meets_tolerances_checked_by_calc_efs():
+    from csp.mtp.evaluate import calc_efs
+    from csp.mtp.io import read_mtp
+    from csp.relax import mtp_evaluator
+
+    mtp = read_mtp("/work/shared/conformance/mtp/cubic_10/pot.mtp")
+    assert mtp.species_count == 1
+    start = []
+    for k, a in enumerate((3.55, 3.65, 3.75)):
+        atoms = bulk("Cu", "fcc", a=a, cubic=True)
+        atoms.rattle(0.03, seed=k)
+        start.append(atoms)
+    fmax, stol = 2e-3, 1e-4
+    relaxed, res = relax_structures(mtp_evaluator(mtp), start, ["Cu"], fmax=fmax, stress_tol=stol,
+                                    max_steps=2000)
+    assert np.all(res.status == CONVERGED), res.status
+    for atoms, e in zip(relaxed, res.energies):
+        efs = calc_efs(mtp, atoms, ["Cu"])
+        assert efs.energy == pytest.approx(e, abs=1e-9)
+        assert np.abs(efs.forces).max() < fmax and np.abs(efs.stress).max() < stol
+    # all three starts fall into the same fcc minimum
+    assert np.ptp(res.energies) < 1e-5
