@@ -51,7 +51,7 @@ def random_structures(
 
     elements: chemical symbols; with ``composition=None`` every structure contains each
     element at least once, with a random total of `min_atoms`..`max_atoms` atoms (variable
-    composition). composition: integer ratio per element (mapping or sequence in the order
+    composition: the total is drawn uniformly among the feasible ones, then the composition). composition: integer ratio per element (mapping or sequence in the order
     of `elements`); the structure holds an integer number of formula units ≤ `max_atoms`.
     space_groups: allowed space-group numbers (default 2–230). volume_factor: range of the
     random factor on the Vegard volume (Å³). distance_factor: minimum distance as a fraction
@@ -81,11 +81,18 @@ def random_structures(
         raise InputError(
             f"random structures: no space group in {_groups_text(space_groups)} has Wyckoff "
             f"positions that give {_compositions_text(elements, compositions)}")
+    # draw the number of atoms uniformly, then a composition with that many atoms, so that
+    # small cells are not swamped by the many compositions of large ones
+    by_size: dict[int, list] = {}
+    for plan in plans:
+        by_size.setdefault(sum(plan[0]), []).append(plan)
+    sizes = sorted(by_size)
     radii = np.array([covalent_radii[atomic_numbers[e]] for e in elements])
     rng = np.random.default_rng(seed)
     for index in range(count):
         for attempt in range(1, max_attempts + 1):
-            comp, gs = plans[rng.integers(len(plans))]
+            options = by_size[sizes[rng.integers(len(sizes))]]
+            comp, gs = options[rng.integers(len(options))]
             group = space_group(int(gs[rng.integers(len(gs))]))
             atoms = _attempt(group, elements, comp, radii, rng, (lo, hi), distance_factor)
             if atoms is not None:
