@@ -140,10 +140,16 @@ def _check(mtp: MTP, batch: Batch) -> None:
     if batch.types.size and (batch.types.min() < 0 or batch.types.max() >= mtp.species_count):
         raise InputError(f"atom type {int(batch.types.max())} outside the potential's "
                          f"{mtp.species_count} species")
-    for b in range(batch.size):
-        per = batch.cells[b][batch.pbc[b]]
-        if per.size and np.linalg.matrix_rank(per, tol=1e-9 * max(1.0, np.abs(per).max())) < len(per):
-            raise InputError(f"structure {b}: periodic cell vectors are degenerate")
+    if not batch.size:
+        return
+    # periodic vectors must be independent: Gram determinant (non-periodic rows -> identity)
+    gram = batch.cells @ np.swapaxes(batch.cells, 1, 2)
+    mask = batch.pbc[:, :, None] & batch.pbc[:, None, :]
+    gram = np.where(mask, gram, np.eye(3)[None])
+    norms = np.where(batch.pbc, np.einsum("bii->bi", gram), 1.0).prod(axis=1)
+    bad = ~(np.linalg.det(gram) > 1e-12 * norms)
+    if bad.any():
+        raise InputError(f"structure {int(np.argmax(bad))}: periodic cell vectors are degenerate")
 
 
 def calc_efs_batch(mtp: MTP, batch: Batch, check: bool = True) -> BatchResult:
