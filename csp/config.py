@@ -24,7 +24,7 @@ from ase.units import GPa
 
 from csp.errors import InputError
 
-LATTICES = ("fcc", "bcc", "hcp", "sc")
+LATTICES = ("fcc", "bcc", "hcp", "sc", "diamond")
 BUILTIN_CALCULATORS = ("emt", "gpaw", "vasp", "espresso")
 MTP_LEVELS = tuple(range(2, 29, 2))
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -56,6 +56,7 @@ class CandidateSettings:
     prototypes: tuple[str, ...] = ("all",)
     random: RandomSettings | None = None
     dedup: bool = True
+    max_atoms: int | None = None   # drop candidates with more atoms (any source)
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,7 @@ def _elements(c: _Checker, value: Any) -> tuple[str, ...]:
 
 
 def _candidates(c: _Checker, value: Any, n_elements: int) -> CandidateSettings:
-    sec = c.mapping(value, "candidates", ("enumerate", "prototypes", "random", "dedup"))
+    sec = c.mapping(value, "candidates", ("enumerate", "prototypes", "random", "dedup", "max_atoms"))
     enum: EnumerateSettings | None = EnumerateSettings()
     if "enumerate" in sec:
         enum = _enumerate(c, sec["enumerate"])
@@ -296,9 +297,12 @@ def _candidates(c: _Checker, value: Any, n_elements: int) -> CandidateSettings:
             max_atoms=c.integer(r.get("max_atoms", 8), "candidates.random.max_atoms", lo=1, hi=64),
         )
     dedup = c.boolean(sec.get("dedup", True), "candidates.dedup")
+    max_atoms = None
+    if sec.get("max_atoms") is not None:
+        max_atoms = c.integer(sec["max_atoms"], "candidates.max_atoms", lo=1)
     if enum is None and not protos and rnd is None:
         c.fail("candidates", "no candidate source: enable at least one of enumerate, prototypes, random")
-    return CandidateSettings(enumerate=enum, prototypes=protos, random=rnd, dedup=dedup)
+    return CandidateSettings(enumerate=enum, prototypes=protos, random=rnd, dedup=dedup, max_atoms=max_atoms)
 
 
 def _enumerate(c: _Checker, value: Any) -> EnumerateSettings | None:
@@ -331,9 +335,16 @@ def _prototypes(c: _Checker, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         c.fail(key, f"expected 'all', false or a list of prototype names, got {_show(value)}")
     items = c.sequence(value, key)
+    from csp.structures.prototypes import get_prototype
+
     names = []
     for i, v in enumerate(items):
-        names.append(c.string(v, f"{key}[{i}]"))
+        name = c.string(v, f"{key}[{i}]")
+        try:
+            get_prototype(name)
+        except InputError as exc:
+            c.fail(f"{key}[{i}]", str(exc))
+        names.append(name)
     return tuple(dict.fromkeys(names))
 
 

@@ -87,6 +87,7 @@ BAD = {
     "random_without_count": (MINIMAL + "candidates: {random: {max_atoms: 8}}\n", "candidates.random.count"),
     "random_zero_count": (MINIMAL + "candidates: {random: {count: 0}}\n", "candidates.random.count"),
     "no_candidate_source": (MINIMAL + "candidates: {enumerate: false, prototypes: false}\n", "candidates"),
+    "unknown_prototype": (MINIMAL + "candidates: {prototypes: [L1_2, Z9_9]}\n", "candidates.prototypes[1]"),
     "prototypes_bad_string": (MINIMAL + "candidates: {prototypes: some}\n", "candidates.prototypes"),
     "unknown_calculator": (MINIMAL + "reference: {calculator: vaps}\n", "reference.calculator"),
     "negative_fmax": (MINIMAL + "reference: {calculator: emt, relax: {fmax: -0.01}}\n", "reference.relax.fmax"),
