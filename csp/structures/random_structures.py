@@ -17,6 +17,7 @@ says why, so a request that cannot be met never hangs.
 from __future__ import annotations
 
 import itertools
+from functools import lru_cache
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -73,27 +74,23 @@ def random_structures(
     if max_attempts <= 0:
         raise InputError(f"random structures: max_attempts must be positive, got {max_attempts}")
     groups = _check_groups(space_groups)
-    compositions = _compositions(elements, composition, min_atoms, max_atoms)
-    # for each composition, the groups whose Wyckoff multiplicities can add up to it
-    plans = [(comp, [g for g in groups if _representable(g, comp)]) for comp in compositions]
-    plans = [(comp, gs) for comp, gs in plans if gs]
-    if not plans:
-        raise InputError(
-            f"random structures: no space group in {_groups_text(space_groups)} has Wyckoff "
-            f"positions that give {_compositions_text(elements, compositions)}")
-    # draw the number of atoms uniformly, then a composition with that many atoms, so that
-    # small cells are not swamped by the many compositions of large ones
-    by_size: dict[int, list] = {}
-    for plan in plans:
-        by_size.setdefault(sum(plan[0]), []).append(plan)
-    sizes = sorted(by_size)
+    fixed = _fixed_compositions(elements, composition, min_atoms, max_atoms)
+    if fixed is None:
+        _check_variable(elements, min_atoms, max_atoms)
+    samplers = [sp for sp in (_Sampler(g, len(elements), min_atoms, max_atoms, fixed)
+                              for g in groups) if sp.feasible]
+    if not samplers:
+        what = _compositions_text(elements, fixed) if fixed is not None else \
+            f"{len(elements)} elements in {min_atoms}..{max_atoms} atoms"
+        raise InputError(f"random structures: no space group in {_groups_text(space_groups)} "
+                         f"has Wyckoff positions that give {what}")
     radii = np.array([covalent_radii[atomic_numbers[e]] for e in elements])
     rng = np.random.default_rng(seed)
     for index in range(count):
         for attempt in range(1, max_attempts + 1):
-            options = by_size[sizes[rng.integers(len(sizes))]]
-            comp, gs = options[rng.integers(len(options))]
-            group = space_group(int(gs[rng.integers(len(gs))]))
+            sampler = samplers[rng.integers(len(samplers))]  # space group first, as AIRSS
+            comp = sampler.composition(rng)  # then the cell size, then the composition
+            group = space_group(sampler.number)
             atoms = _attempt(group, elements, comp, radii, rng, (lo, hi), distance_factor)
             if atoms is not None:
                 atoms.info.update(source="random", seed=int(seed), index=index, attempts=attempt)
@@ -101,8 +98,8 @@ def random_structures(
                 break
         else:
             raise InputError(
-                f"random structures: no structure with {_compositions_text(elements, [c for c, _ in plans])} "
-                f"in {_groups_text(space_groups)} met the minimum distances "
+                f"random structures: no structure of {','.join(elements)} with at most "
+                f"{max_atoms} atoms in {_groups_text(space_groups)} met the minimum distances "
                 f"(distance_factor={distance_factor}) after {max_attempts} attempts")
 
 
@@ -135,40 +132,43 @@ def _check_groups(space_groups: Sequence[int] | None) -> list[int]:
     return sorted(set(groups))
 
 
-def _compositions(elements, composition, min_atoms, max_atoms) -> list[tuple[int, ...]]:
-    """Atom counts per element (primitive cell) that the request allows."""
+def _fixed_compositions(elements, composition, min_atoms, max_atoms
+                        ) -> list[tuple[int, ...]] | None:
+    """Atom counts per element (primitive cell) for a fixed ratio, or None if variable."""
+    if composition is None:
+        return None
     k = len(elements)
-    if composition is not None:
-        if isinstance(composition, Mapping):
-            unknown = set(composition) - set(elements)
-            if unknown:
-                raise InputError(f"random structures: composition element(s) {sorted(unknown)} "
-                                 f"not among the elements {','.join(elements)}")
-            ratio = [composition.get(e, 0) for e in elements]
-        else:
-            ratio = list(composition)
-            if len(ratio) != k:
-                raise InputError(f"random structures: composition {ratio} needs {k} numbers")
-        if any(isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 0 for r in ratio) \
-                or sum(ratio) == 0:
-            raise InputError(f"random structures: composition {ratio} must be non-negative integers")
-        size = int(sum(ratio))
-        out = [tuple(int(r) * z for r in ratio) for z in range(1, max_atoms // size + 1)
-               if min_atoms <= size * z]
-        if not out:
-            raise InputError(f"random structures: composition {ratio} ({size} atoms per formula "
-                             f"unit) does not fit in {min_atoms}..{max_atoms} atoms")
-        return out
+    if isinstance(composition, Mapping):
+        unknown = set(composition) - set(elements)
+        if unknown:
+            raise InputError(f"random structures: composition element(s) {sorted(unknown)} "
+                             f"not among the elements {','.join(elements)}")
+        ratio = [composition.get(e, 0) for e in elements]
+    else:
+        ratio = list(composition)
+        if len(ratio) != k:
+            raise InputError(f"random structures: composition {ratio} needs {k} numbers")
+    if any(isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 0 for r in ratio) \
+            or sum(ratio) == 0:
+        raise InputError(f"random structures: composition {ratio} must be non-negative integers")
+    size = int(sum(ratio))
+    out = [tuple(int(r) * z for r in ratio) for z in range(1, max_atoms // size + 1)
+           if min_atoms <= size * z]
+    if not out:
+        raise InputError(f"random structures: composition {ratio} ({size} atoms per formula "
+                         f"unit) does not fit in {min_atoms}..{max_atoms} atoms")
+    return out
+
+
+def _check_variable(elements, min_atoms, max_atoms) -> None:
+    k = len(elements)
     if max_atoms < k:
         raise InputError(f"random structures: {k} elements need at least {k} atoms, "
                          f"max_atoms is {max_atoms}")
     if max_atoms > 200:
         raise InputError(f"random structures: max_atoms {max_atoms} is too large (≤ 200)")
-    out = [c for c in itertools.product(range(1, max_atoms + 1), repeat=k)
-           if min_atoms <= sum(c) <= max_atoms]
-    if not out:
-        raise InputError(f"random structures: no composition with {min_atoms}..{max_atoms} atoms")
-    return out
+    if min_atoms > max_atoms:
+        raise InputError(f"random structures: min_atoms {min_atoms} exceeds max_atoms {max_atoms}")
 
 
 def _groups_text(space_groups) -> str:
@@ -186,32 +186,58 @@ def _compositions_text(elements, compositions) -> str:
 
 # ----------------------------------------------------------------------------- Wyckoff choice
 
-def _representable(number: int, comp: tuple[int, ...]) -> bool:
-    """Necessary condition: every element count (conventional cell) is a sum of multiplicities,
-    each fixed-point position used at most once."""
+@lru_cache(maxsize=None)
+def _reachable(number: int, n_max: int) -> np.ndarray:
+    """reach[n], n ≤ n_max: n atoms (conventional cell) are a sum of Wyckoff multiplicities of
+    group `number`, each fixed-point position used at most once (0/1), free ones any number."""
     group = space_group(number)
-    z = _CENTRING_ORDER[group.centering]
-    return all(n == 0 or _sums(number, n * z) for n in comp)
+    reach = np.zeros(n_max + 1, bool)
+    reach[0] = True
+    for w in group.positions:
+        m = w.multiplicity
+        if m > n_max:
+            continue
+        for _ in range(1 if w.dof == 0 else n_max // m):
+            reach[m:] |= reach[:-m].copy()
+    return reach
 
 
-_SUMS_CACHE: dict[tuple[int, int], bool] = {}
+class _Sampler:
+    """Compositions (primitive-cell counts) that a space group's Wyckoff positions allow."""
 
+    def __init__(self, number: int, k: int, min_atoms: int, max_atoms: int,
+                 fixed: list[tuple[int, ...]] | None):
+        self.number = number
+        z = _CENTRING_ORDER[space_group(number).centering]
+        reach = _reachable(number, max_atoms * z)
+        ok = np.array([n == 0 or reach[n * z] for n in range(max_atoms + 1)])
+        self.fixed = None if fixed is None else \
+            [c for c in fixed if all(ok[n] for n in c)]
+        if fixed is None:
+            # ways[j][s]: ordered choices of j allowed counts (≥ 1) that sum to s
+            allowed = ok.astype(float)
+            allowed[0] = 0.0
+            ways = [np.zeros(max_atoms + 1)]
+            ways[0][0] = 1.0
+            for _ in range(k):
+                ways.append(np.convolve(ways[-1], allowed)[: max_atoms + 1])
+            self.ways, self.allowed, self.k = ways, allowed, k
+            self.totals = [n for n in range(min_atoms, max_atoms + 1) if ways[k][n] > 0]
+        self.feasible = bool(self.fixed) if fixed is not None else bool(self.totals)
 
-def _sums(number: int, n: int) -> bool:
-    key = (number, n)
-    if key not in _SUMS_CACHE:
-        group = space_group(number)
-        reach = np.zeros(n + 1, bool)
-        reach[0] = True
-        for w in group.positions:  # fixed points: 0/1 knapsack
-            if w.dof == 0 and w.multiplicity <= n:
-                reach[w.multiplicity:] |= reach[:-w.multiplicity].copy()
-        for w in group.positions:  # free positions: unbounded
-            if w.dof > 0:
-                for m in range(w.multiplicity, n + 1):
-                    reach[m] |= reach[m - w.multiplicity]
-        _SUMS_CACHE[key] = bool(reach[n])
-    return _SUMS_CACHE[key]
+    def composition(self, rng: np.random.Generator) -> tuple[int, ...]:
+        """A random allowed composition: uniform cell size, then uniform composition."""
+        if self.fixed is not None:
+            return self.fixed[rng.integers(len(self.fixed))]
+        remaining = self.totals[rng.integers(len(self.totals))]
+        counts = []
+        for left in range(self.k - 1, -1, -1):
+            n = np.arange(1, remaining + 1)
+            weight = self.allowed[n] * self.ways[left][remaining - n]
+            pick = int(n[rng.choice(len(n), p=weight / weight.sum())])
+            counts.append(pick)
+            remaining -= pick
+        return tuple(counts)
 
 
 def _choose_wyckoff(group: SpaceGroup, counts: Sequence[int], rng: np.random.Generator
