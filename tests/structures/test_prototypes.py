@@ -1,5 +1,8 @@
 """Prototype library: every file's symmetry and atom count, physical geometry, decoration."""
 
+import math
+import re
+
 import numpy as np
 import pytest
 import spglib
@@ -23,6 +26,26 @@ def _spacegroup(atoms, symprec=1e-3):
         (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers), symprec=symprec).number
 
 
+def _aflow_label(proto):
+    """AFLOW label from the data: stoichiometry (elements alphabetical), Pearson, space group,
+    Wyckoff letters per element (Mehl et al. 2017, section 2)."""
+    elements = sorted(set(proto.sublattices))
+    counts = {e: 0 for e in elements}
+    letters = {e: [] for e in elements}
+    for site in proto.sites:
+        mult = int(re.match(r"\d+", site.wyckoff).group())
+        counts[site.sublattice] += mult
+        letters[site.sublattice].append(site.wyckoff[len(str(mult)):])
+    g = math.gcd(*counts.values())
+    stoich = "".join(chr(65 + i) + (str(counts[e] // g) if counts[e] // g > 1 else "")
+                     for i, e in enumerate(elements))
+
+    def wyck(ls):
+        return "".join((str(ls.count(x)) if ls.count(x) > 1 else "") + x for x in sorted(set(ls)))
+    return "_".join([stoich, proto.pearson, str(proto.space_group)]
+                    + [wyck(letters[e]) for e in elements])
+
+
 def test_library_size_and_required_types():
     assert len(PROTOS) >= 60
     have = {p.strukturbericht for p in PROTOS}
@@ -37,6 +60,9 @@ def test_prototype_file(proto):
     assert _spacegroup(atoms) == proto.space_group
     per_cell = len(atoms) // 3 if proto.pearson.startswith("hR") else len(atoms)
     assert per_cell == proto.pearson_count
+    # the Wyckoff multiplicities add up to the cell content, consistent with the AFLOW label
+    assert sum(int(re.match(r"\d+", s.wyckoff).group()) for s in proto.sites) == len(atoms)
+    assert _aflow_label(proto) == proto.aflow
     assert proto.pearson[1] in "PCIFRS" and proto.pearson[0] in "amothc"
     # the representative compound is physical: no two atoms closer than 0.6 × (r_i + r_j)
     i, j, d = neighbor_list("ijd", atoms, 6.0)
