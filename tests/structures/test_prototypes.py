@@ -66,11 +66,32 @@ def test_prototype_file(proto):
     assert proto.pearson[1] in "PCIFRS" and proto.pearson[0] in "amothc"
     # the representative compound is physical: no two atoms closer than 0.6 × (r_i + r_j)
     i, j, d = neighbor_list("ijd", atoms, 6.0)
-    assert np.min(d / (covalent_radii[atoms.numbers[i]] + covalent_radii[atoms.numbers[j]])) > 0.6
+    assert np.min(d / (covalent_radii[atoms.numbers[i]] + covalent_radii[atoms.numbers[j]])) > 0.68
     # the primitive cell has the same content per formula
     prim = proto.build(primitive=True)
     assert len(atoms) % len(prim) == 0
     assert np.isclose(atoms.get_volume() / len(atoms), prim.get_volume() / len(prim))
+
+
+@pytest.mark.parametrize("name, window, expected", [
+    # close-packed derivatives: 12 neighbours; bcc derivatives: 8 + 6; Laves: Frank-Kasper 16/12
+    *[(n, 1.2, 12) for n in ("A1", "A3", "A3prime", "C19", "L1_2", "L1_0", "L1_1", "D0_22",
+                             "D0_23", "L6_0", "D0_19", "D0_24")],
+    *[(n, 1.2, 14) for n in ("A2", "B2", "D0_3", "L2_1", "B32")],
+    ("C14", 1.3, {"Mg": 16, "Zn": 12}), ("C15", 1.3, {"Mg": 16, "Cu": 12}),
+    ("C36", 1.3, {"Mg": 16, "Ni": 12}), ("A15", 1.3, {"Si": 12, "Cr": 14}),
+    ("B1", 1.2, 6), ("B3", 1.2, 4), ("B4", 1.2, 4), ("A4", 1.2, 4),
+    ("C32", 1.2, {"Al": 12, "B": 3}), ("D2_d", 1.2, {"Ca": 18}),
+])
+def test_coordination_numbers(name, window, expected):
+    """Neighbours closer than `window` × each atom's nearest distance, per element."""
+    atoms = get_prototype(name).build()
+    i, d = neighbor_list("id", atoms, 8.0)
+    for k, symbol in enumerate(atoms.get_chemical_symbols()):
+        want = expected if isinstance(expected, int) else expected.get(symbol)
+        if want is not None:
+            dk = d[i == k]
+            assert np.sum(dk < window * dk.min()) == want, (name, k, symbol)
 
 
 @pytest.mark.parametrize("name, elements, formulas", [
