@@ -51,8 +51,18 @@ CREATE TABLE IF NOT EXISTS stage_results (
     steps INTEGER,
     structure TEXT,
     kept INTEGER,
+    pass INTEGER,
     updated REAL NOT NULL,
     PRIMARY KEY (candidate_id, stage)
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id INTEGER PRIMARY KEY,
+    stage INTEGER NOT NULL,
+    pass INTEGER NOT NULL,
+    candidate_id INTEGER NOT NULL,
+    grade REAL NOT NULL,
+    structure TEXT NOT NULL,
+    UNIQUE (stage, pass, candidate_id)
 );
 CREATE TABLE IF NOT EXISTS potentials (
     id INTEGER PRIMARY KEY,
@@ -286,9 +296,9 @@ class CampaignStore:
         return atoms
 
     # -- stage results ----------------------------------------------------------------------
-    def set_stage_results(self, stage: int, rows: Iterable[dict]) -> None:
+    def set_stage_results(self, stage: int, rows: Iterable[dict], pass_no: int | None = None) -> None:
         """Upsert relaxations: dicts with candidate_id, status, potential_id, energy (eV),
-        grade, steps, atoms (relaxed structure)."""
+        grade, steps, atoms (relaxed structure); `pass_no` is the relaxation pass of the stage."""
         now = time.time()
         with self.transaction() as db:
             for r in rows:
@@ -297,13 +307,33 @@ class CampaignStore:
                 natoms = len(atoms) if atoms is not None else None
                 db.execute(
                     "INSERT OR REPLACE INTO stage_results (candidate_id, stage, status, potential_id, energy,"
-                    " energy_per_atom, grade, steps, structure, kept, updated) VALUES (?,?,?,?,?,?,?,?,?,NULL,?)",
+                    " energy_per_atom, grade, steps, structure, kept, pass, updated)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,NULL,?,?)",
                     (int(r["candidate_id"]), int(stage), str(r["status"]), r.get("potential_id"),
                      None if energy is None else float(energy),
                      None if energy is None or not natoms else float(energy) / natoms,
                      None if r.get("grade") is None else float(r["grade"]),
                      None if r.get("steps") is None else int(r["steps"]),
-                     None if atoms is None else atoms_to_json(atoms), now))
+                     None if atoms is None else atoms_to_json(atoms),
+                     None if pass_no is None else int(pass_no), now))
+
+    def stage_pass_done_ids(self, stage: int, pass_no: int) -> set[int]:
+        """Candidates whose stage result comes from relaxation pass `pass_no` (resume a pass)."""
+        return {r[0] for r in self._db.execute(
+            "SELECT candidate_id FROM stage_results WHERE stage = ? AND pass = ?", (int(stage), int(pass_no)))}
+
+    def add_snapshots(self, stage: int, pass_no: int, snaps: Iterable[tuple[int, float, Atoms]]) -> None:
+        """Extrapolative configurations (candidate_id, grade, structure) met in a relaxation pass."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO snapshots (stage, pass, candidate_id, grade, structure) VALUES (?,?,?,?,?)",
+                [(int(stage), int(pass_no), int(c), float(g), atoms_to_json(a)) for c, g, a in snaps])
+
+    def snapshots(self, stage: int, pass_no: int) -> list[tuple[int, int, float, Atoms]]:
+        """(snapshot id, candidate_id, grade, structure) of a pass, by candidate id."""
+        return [(r[0], r[1], r[2], atoms_from_json(r[3])) for r in self._db.execute(
+            "SELECT id, candidate_id, grade, structure FROM snapshots WHERE stage = ? AND pass = ?"
+            " ORDER BY candidate_id", (int(stage), int(pass_no)))]
 
     def stage_results(self, stage: int, status: str | None = None) -> list[StageResult]:
         sql = ("SELECT candidate_id, stage, status, potential_id, energy, energy_per_atom, grade, steps,"

@@ -131,3 +131,17 @@ def test_sigkill_never_corrupts_and_resume_completes(tmp_path):
         assert all(store.step_done(f"batch-{k}") for k in range(n_batches))
         assert store.n_candidates() == 5 * n_batches
         assert sorted(t.energy for t in store.training_set()) == [float(k) for k in range(n_batches)]
+
+
+def test_snapshots_and_pass_tracking(tmp_path):
+    with CampaignStore(tmp_path, create=True) as store:
+        ids = store.add_candidates([bulk("Cu"), bulk("Pd")])
+        snap = bulk("Cu", a=3.3)
+        store.add_snapshots(1, 0, [(ids[1], 12.5, bulk("Pd", a=3.5)), (ids[0], 3.0, snap)])
+        store.add_snapshots(1, 0, [(ids[0], 4.0, snap)])  # same pass and candidate: replaced
+        got = store.snapshots(1, 0)
+        assert [(c, g) for _, c, g, _ in got] == [(ids[0], 4.0), (ids[1], 12.5)]
+        assert np.array_equal(got[0][3].cell.array, snap.cell.array)
+        assert store.snapshots(1, 1) == []
+        store.set_stage_results(1, [dict(candidate_id=ids[0], status="converged", energy=-1.0, atoms=snap)], pass_no=2)
+        assert store.stage_pass_done_ids(1, 2) == {ids[0]} and store.stage_pass_done_ids(1, 1) == set()
