@@ -51,9 +51,11 @@ def random_structures(
     """Yield `count` random symmetric structures (primitive cells) of the given elements.
 
     elements: chemical symbols; with ``composition=None`` every structure contains each
-    element at least once, with a random total of `min_atoms`..`max_atoms` atoms (variable
-    composition: the total is drawn uniformly among the feasible ones, then the composition). composition: integer ratio per element (mapping or sequence in the order
-    of `elements`); the structure holds an integer number of formula units ≤ `max_atoms`.
+    element at least once, with `min_atoms`..`max_atoms` atoms (variable composition).
+    Sampling: a space group uniformly among those that can realise the request, then a cell
+    size uniformly among the group's feasible ones, then a composition of that size.
+    composition: integer ratio per element (mapping or sequence in the order of `elements`);
+    the structure holds an integer number of formula units ≤ `max_atoms`.
     space_groups: allowed space-group numbers (default 2–230). volume_factor: range of the
     random factor on the Vegard volume (Å³). distance_factor: minimum distance as a fraction
     of the sum of covalent radii. max_attempts: failed attempts allowed per structure
