@@ -80,9 +80,11 @@ def import_gpaw():
     Inside an MPI launcher GPAW's default (serial) MPI backend refuses to start; select its
     mpi4py backend instead (the job already uses mpi4py) unless the user chose one.
     """
-    if "gpaw" not in sys.modules and "GPAW_MPI_BACKEND" not in os.environ:
-        if "mpi4py.MPI" in sys.modules or any(v in os.environ for v in _LAUNCHER_VARIABLES):
-            os.environ["GPAW_MPI_BACKEND"] = "mpi4py"
+    chosen = "gpaw._broadcast_imports" in sys.modules or os.environ.get("GPAW_MPI_BACKEND")
+    if not chosen and ("mpi4py.MPI" in sys.modules or any(v in os.environ for v in _LAUNCHER_VARIABLES)):
+        os.environ["GPAW_MPI_BACKEND"] = "mpi4py"
+        if "gpaw" in sys.modules:  # ASE's plugin discovery may have imported the bare package already
+            sys.modules["gpaw"].GPAW_MPI_BACKEND = "mpi4py"
     import gpaw
     import gpaw.mpi
     return gpaw

@@ -1,0 +1,187 @@
+"""Report: hull.json, symmetrised CIFs (round trip), Markdown and self-contained HTML."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import re
+import tempfile
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.io.ase import AseAtomsAdaptor
+from pymatgen.io.cif import CifParser
+
+from csp.reference import get_reference
+from csp.report import (CandidateRecord, Counts, Failure, LearningRound, ReportData, space_group,
+                        write_report)
+
+FCC = [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]
+
+
+@functools.lru_cache(maxsize=1)
+def _fcc_decorations() -> list[tuple[str, Atoms]]:
+    """EMT-relaxed Cu-Au structures on the conventional fcc cell (plus bcc Cu): known symmetry."""
+    ref = get_reference({"calculator": "emt", "relax": {"fmax": 0.001, "stress_tol": 0.01}})
+    with tempfile.TemporaryDirectory() as tmp:
+        return [(name, ref.relax(atoms, f"{tmp}/{name}").atoms) for name, atoms in _unrelaxed()]
+
+
+def _unrelaxed() -> list[tuple[str, Atoms]]:
+    out = []
+    for name, symbols in [("cu-fcc", "CuCuCuCu"), ("au-fcc", "AuAuAuAu"), ("L12", "AuCuCuCu"),
+                          ("L10", "CuCuAuAu"), ("L12-Au", "CuAuAuAu")]:
+        els = re.findall("[A-Z][a-z]", symbols)
+        a = 3.61 + (4.07 - 3.61) * els.count("Au") / 4  # Vegard between EMT's Cu and Au
+        atoms = Atoms(els, scaled_positions=FCC, cell=[a] * 3, pbc=True)
+        out.append((name, atoms))
+    out.append(("cu-bcc", bulk("Cu", "bcc", a=2.9, cubic=True)))
+    return out
+
+
+def _emt_energy(atoms: Atoms) -> float:
+    a = atoms.copy()
+    a.calc = EMT()
+    return a.get_potential_energy() / len(a)
+
+
+def synthetic(n_extra: int = 30, seed: int = 0, ternary: bool = False) -> ReportData:
+    """Candidates with EMT energies as 'reference' and noisy copies as 'MTP' energies."""
+    rng = np.random.default_rng(seed)
+    cands = []
+    for i, (name, atoms) in enumerate(_fcc_decorations()):
+        e = _emt_energy(atoms)
+        cands.append(CandidateRecord(id=name, origin="prototype", stage="reference", atoms=atoms,
+                                     mtp_energies={"stage1": e + rng.normal(0, 0.01), "stage2": e + rng.normal(0, 0.004)},
+                                     reference_energy=e))
+    if ternary:
+        for name, symbols in [("pd-fcc", "PdPdPdPd"), ("CuPd", "CuCuPdPd"), ("AuPd3", "AuPdPdPd")]:
+            atoms = Atoms(re.findall("[A-Z][a-z]", symbols), scaled_positions=FCC, cell=[3.85] * 3, pbc=True)
+            e = _emt_energy(atoms)
+            cands.append(CandidateRecord(id=name, origin="enumerate", stage="reference", atoms=atoms,
+                                         mtp_energies={"stage2": e + 0.003}, reference_energy=e))
+    for i in range(n_extra):
+        atoms = bulk("Cu", "fcc", a=3.8) * (2, 1, 1)
+        atoms.rattle(0.03, seed=i)
+        atoms.symbols[rng.integers(0, 2)] = "Au"
+        e = _emt_energy(atoms)
+        stage = ["generated", "stage1", "stage2"][i % 3]
+        mtp = {} if stage == "generated" else {"stage1": e + rng.normal(0, 0.01)}
+        if stage == "stage2":
+            mtp["stage2"] = e + rng.normal(0, 0.005)
+        cands.append(CandidateRecord(id=f"r{i}", origin="random", stage=stage, atoms=atoms, mtp_energies=mtp))
+    elements = ["Cu", "Au", "Pd"] if ternary else ["Cu", "Au"]
+    n_ref = sum(c.reference_energy is not None for c in cands)
+    counts = Counts(candidates=len(cands), stage1_relaxed=len(cands) - 10, stage1_kept=20, stage2_kept=n_ref,
+                    reference_relaxations=n_ref + 1, reference_single_points=42, reference_failures=2)
+    rounds = [LearningRound("stage1", k, 10 + 8 * k, 0.02 / (k + 1), 0.03 / (k + 1)) for k in range(4)]
+    rounds += [LearningRound("stage2", k, 42 + 5 * k, 0.004, 0.006) for k in range(2)]
+    failures = [Failure("r3", "single_point", "scf: KohnShamConvergenceError: did not converge"),
+                Failure("r7 <&>", "relax", "timeout: exceeded the wall-time limit of 600 s")]
+    return ReportData(elements=elements, reference="emt", reference_settings={"calculator": "emt", "relax": {"fmax": 0.01}},
+                      candidates=cands, counts=counts, stage_seconds={"stage1": 12.5, "stage2": 30.0, "reference": 7.25},
+                      learning_curve=rounds, failures=failures, sigma={"stage1": 0.01, "stage2": 0.005},
+                      name="cu-au-test")
+
+
+def test_hull_json_schema_and_values(tmp_path):
+    data = synthetic()
+    paths = write_report(data, tmp_path)
+    doc = json.loads((tmp_path / "hull.json").read_text())
+    assert doc["schema"] == "csp-hull/1" and doc["elements"] == ["Cu", "Au"] and doc["name"] == "cu-au-test"
+    assert doc["reference"] == {"name": "emt", "settings": {"calculator": "emt", "relax": {"fmax": 0.01}}}
+    assert doc["counts"] == {"candidates": 36, "stage1_relaxed": 26, "stage1_kept": 20, "stage2_kept": 6,
+                             "reference_relaxations": 7, "reference_single_points": 42, "reference_failures": 2}
+    assert doc["wall_time"] == {"stage1": 12.5, "stage2": 30.0, "reference": 7.25}
+    hull = data.hull()
+    assert [p["id"] for p in doc["hull_phases"]] == [r.id for r in hull.stable()]
+    # EMT: L1_2 Cu3Au and L1_0 CuAu are bound; bcc Cu is above fcc Cu
+    ids = {p["id"] for p in doc["hull_phases"]}
+    assert {"cu-fcc", "au-fcc", "L12", "L10"} <= ids and "cu-bcc" not in ids
+    p = {p["id"]: p for p in doc["hull_phases"]}
+    assert p["L12"]["space_group"] == "Pm-3m" and p["L12"]["space_group_number"] == 221
+    assert p["L10"]["space_group"] == "P4/mmm" and p["L10"]["space_group_number"] == 123
+    assert p["cu-fcc"]["space_group"] == "Fm-3m" and p["cu-fcc"]["formation_energy_per_atom"] == 0.0
+    e_l12 = _emt_energy(dict(_fcc_decorations())["L12"])
+    e_cu, e_au = _emt_energy(dict(_fcc_decorations())["cu-fcc"]), _emt_energy(dict(_fcc_decorations())["au-fcc"])
+    assert p["L12"]["formation_energy_per_atom"] == pytest.approx(e_l12 - 0.75 * e_cu - 0.25 * e_au, abs=1e-12)
+    assert p["L12"]["energy_per_atom"] == pytest.approx(e_l12, abs=1e-12) and p["L12"]["composition"] == {"Cu": 0.75, "Au": 0.25}
+    assert p["L12"]["structure_file"] == "stable/Cu3Au_Pm-3m_L12.cif" and p["L12"]["origin"] == "prototype"
+    assert p["L10"]["structure_file"] == "stable/CuAu_P4_mmm_L10.cif"
+    for ph in doc["hull_phases"]:
+        assert (tmp_path / ph["structure_file"]).exists()
+    assert sorted(x.name for x in (tmp_path / "stable").iterdir()) == sorted(
+        ph["structure_file"][len("stable/"):] for ph in doc["hull_phases"])
+    bcc = next(e for e in doc["entries"] if e["id"] == "cu-bcc")
+    assert bcc["e_above_hull"] == pytest.approx(_emt_energy(dict(_fcc_decorations())["cu-bcc"]) - e_cu, abs=1e-12)
+    assert doc["failures"][1] == {"id": "r7 <&>", "operation": "relax", "reason": "timeout: exceeded the wall-time limit of 600 s"}
+    assert set(paths) >= {"hull.json", "report.md", "report.html", "figures/hull", "figures/funnel",
+                          "figures/parity", "figures/learning"}
+
+
+def test_cif_round_trip(tmp_path):
+    data = synthetic(n_extra=0)
+    write_report(data, tmp_path)
+    doc = json.loads((tmp_path / "hull.json").read_text())
+    by_id = {c.id: c.atoms for c in data.candidates}
+    matcher = StructureMatcher(primitive_cell=True, scale=False, attempt_supercell=True)
+    for ph in doc["hull_phases"]:
+        text = (tmp_path / ph["structure_file"]).read_text()
+        assert ph["space_group"] in text  # the symmetrised CIF states its space group
+        back = CifParser.from_str(text).parse_structures(primitive=False)[0]
+        original = AseAtomsAdaptor.get_structure(by_id[ph["id"]])
+        assert matcher.fit(original, back), ph["id"]
+        assert back.composition.reduced_formula == original.composition.reduced_formula
+        assert back.volume / len(back) == pytest.approx(original.volume / len(original), rel=1e-6)
+        assert space_group(AseAtomsAdaptor.get_atoms(back)) == (ph["space_group"], ph["space_group_number"])
+
+
+def _pngs(html_text: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html_text)]
+
+
+def test_markdown_and_html(tmp_path):
+    write_report(synthetic(), tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "| Cu3Au | Pm-3m (221) | L12 | prototype | 4 |" in md
+    for key in ("hull", "funnel", "parity", "learning"):
+        assert f"](figures/{key}.png)" in md
+        png = (tmp_path / "figures" / f"{key}.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+    assert "| r3 | single_point | scf: KohnShamConvergenceError: did not converge |" in md
+    page = (tmp_path / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "src=\"figures/" not in page and "http" not in page
+    images = _pngs(page)
+    assert len(images) == 4 and all(i.startswith(b"\x89PNG") for i in images)
+    assert '<table id="hull-phases">' in page and "<td>Cu3Au</td>" in page and "<td>Pm-3m (221)</td>" in page
+    assert "r7 &lt;&amp;&gt;" in page and "r7 <&>" not in page  # escaped
+
+
+def test_ternary_report(tmp_path):
+    data = synthetic(n_extra=6, ternary=True)
+    write_report(data, tmp_path)
+    doc = json.loads((tmp_path / "hull.json").read_text())
+    assert doc["elements"] == ["Cu", "Au", "Pd"]
+    assert {"cu-fcc", "au-fcc", "pd-fcc"} <= {p["id"] for p in doc["hull_phases"]}
+    assert len(_pngs((tmp_path / "report.html").read_text())) == 4
+
+
+def test_report_without_a_hull_yet(tmp_path):
+    """A campaign that has not reached the reference stage still gets a report."""
+    data = synthetic(n_extra=9)
+    for c in data.candidates:
+        c.reference_energy = None
+        if c.stage == "reference":
+            c.stage = "stage2"
+    data.learning_curve = []
+    write_report(data, tmp_path)
+    doc = json.loads((tmp_path / "hull.json").read_text())
+    assert doc["hull_phases"] == [] and doc["entries"] == []
+    assert doc["notes"] == ["No convex hull yet: no structures with energies to build a hull from."]
+    page = (tmp_path / "report.html").read_text()
+    assert len(_pngs(page)) == 1 and "No hull phases." in page  # the funnel only
