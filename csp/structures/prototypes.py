@@ -206,14 +206,18 @@ def assignments(n_sublattices: int, elements: Sequence[str]) -> Iterator[tuple[s
                 yield combo
 
 
-def decorate(name_or_all: str, elements: Sequence[str] | str, *,
+def decorate(name_or_all: str | Sequence[str], elements: Sequence[str] | str, *,
              primitive: bool = True) -> Iterator[Atoms]:
     """Decorated prototypes: every distinct sublattice assignment of `elements`, scaled to the
-    Vegard volume (Å³). ``name_or_all`` is a prototype name (see `get_prototype`) or "all".
+    Vegard volume (Å³). ``name_or_all`` is a prototype name (see `get_prototype`), a list of
+    names, or "all".
     Cells are primitive unless ``primitive=False``. Provenance in ``atoms.info``."""
     elements = _check_elements(elements)
-    protos = list_prototypes() if str(name_or_all).lower() == "all" \
-        else [get_prototype(name_or_all)]
+    names = [name_or_all] if isinstance(name_or_all, str) else list(name_or_all)
+    if any(str(n).lower() == "all" for n in names):
+        protos = list_prototypes()
+    else:
+        protos = list(dict.fromkeys(get_prototype(n) for n in names))
     for proto in protos:
         yield from _decorate_one(proto, elements, primitive)
 

@@ -1,11 +1,13 @@
 """Wyckoff positions of the 230 space groups, derived from spglib's symmetry database.
 
-No Wyckoff table is shipped: for each space group the operations of its default setting
-(``spglib.get_symmetry_from_database`` on the smallest Hall number of the group: unique axis
-b for monoclinic groups, origin choice 1, hexagonal axes for rhombohedral groups; centring
-translations included) are applied to a grid of points with spacing 1/24 of the conventional
-cell, which contains a generic point of every Wyckoff position (special coordinates of the
-space groups are multiples of 1/8, 1/6 or 1/4). For every grid point the site-symmetry group
+No Wyckoff table is copied from elsewhere: for each space group the operations of its
+default setting (``spglib.get_symmetry_from_database`` on the smallest Hall number of the
+group: unique axis b for monoclinic groups, origin choice 1, hexagonal axes for rhombohedral
+groups; centring translations included) are applied to a grid of points with spacing 1/24
+(trigonal and hexagonal groups) or 1/16 (all others) of the conventional cell, which contains
+a generic point of every Wyckoff position (special coordinates are multiples of 1/8 in the
+non-hexagonal groups, of 1/6 and 1/4 in the hexagonal ones; the test that the 230 groups give
+the 1731 Wyckoff positions of the International Tables confirms it). For every grid point the site-symmetry group
 (the operations that fix it modulo lattice translations) is found; grid points are classed
 together when they lie in one orbit or share a site-symmetry group on the same fixed-point
 subspace (modulo lattice translations). Each class is one Wyckoff position: multiplicity

@@ -111,6 +111,11 @@ def test_decoration_counts(name, elements, formulas):
     assert {a.get_chemical_formula(empirical=True) for a in out} == formulas
 
 
+def test_decorate_a_list_of_names():
+    out = list(decorate(["B2", "L1_2", "cscl"], ["Cu", "Pd"]))  # CsCl is B2: not repeated
+    assert [a.info["prototype"] for a in out] == ["B2", "L1_2", "L1_2"]
+
+
 def test_perovskite_ternary_has_six_distinct_decorations():
     out = list(decorate("E2_1", ["Cu", "Pd", "Au"]))
     assert len(out) == 6
