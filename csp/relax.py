@@ -102,12 +102,18 @@ def relax_batch(evaluate: Evaluator, cells: np.ndarray, positions: np.ndarray, t
                 max_steps: int = 500, pressure: float = 0.0, relax_cell: bool = True,
                 grade: Grader | None = None, select_threshold: float | None = None,
                 break_threshold: float | None = None, grade_every: int = 1,
-                fire: FireParams = FireParams(),
+                fire: FireParams = FireParams(), optimizer: str = "fire", bfgs_alpha: float = 70.0,
+                bfgs_maxstep: float = 0.2,
                 progress: Callable[[int, int], None] | None = None) -> RelaxResult:
     """Relax B structures together (see module docstring). Inputs are not modified.
 
-    pressure in eV/Å³; `progress(n_finished, B)` is called whenever structures finish.
+    optimizer: "fire" (ASE's FIRE) or "bfgs" (ASE's BFGS: dense quasi-Newton Hessian per structure,
+    initial `bfgs_alpha` eV/Å², no step longer than `bfgs_maxstep` Å per row, vectorised over
+    structures of equal size). pressure in eV/Å³; `progress(n_finished, B)` is called whenever
+    structures finish.
     """
+    if optimizer not in ("fire", "bfgs"):
+        raise ValueError(f"unknown optimizer {optimizer!r}; allowed: fire, bfgs")
     cells0 = np.array(cells, dtype=float).reshape(-1, 3, 3)
     u = np.array(positions, dtype=float).reshape(-1, 3)
     types = np.asarray(types)
@@ -136,6 +142,9 @@ def relax_batch(evaluate: Evaluator, cells: np.ndarray, positions: np.ndarray, t
     best_snap: dict[int, Snapshot] = {}
     evaluations = 0
     eye = np.eye(3)
+    bfgs = None
+    if optimizer == "bfgs":
+        bfgs = _BfgsState(counts, bfgs_alpha)
     vol0 = np.abs(np.linalg.det(cells0)) / counts
 
     active = np.arange(nb)
@@ -185,7 +194,7 @@ def relax_batch(evaluate: Evaluator, cells: np.ndarray, positions: np.ndarray, t
         run_loc = new_status == RUNNING
         if not np.all(run_loc):
             status[active] = new_status
-        # FIRE step for the structures still running, on their local (compacted) arrays
+        # optimiser step for the structures still running, on their local (compacted) arrays
         if np.any(run_loc):
             b_run = active[run_loc]
             atom_run = run_loc[loc_owner]
@@ -197,6 +206,13 @@ def relax_batch(evaluate: Evaluator, cells: np.ndarray, positions: np.ndarray, t
                     sig[run_loc], np.linalg.inv(np.transpose(Fa[run_loc], (0, 2, 1))))
             else:
                 f_g = np.zeros((len(b_run), 3, 3))
+            if bfgs is not None:
+                F_keep = None if relax_cell else F[b_run].copy()
+                bfgs.step(b_run, ia, f_u, f_g, u, F, offsets, c_fac, bfgs_maxstep)
+                if F_keep is not None:
+                    F[b_run] = F_keep
+                steps[b_run] += 1
+        if np.any(run_loc) and bfgs is None:
             r_off = np.concatenate(([0], np.cumsum(counts[b_run])))
             vu = v_u[ia]
             vg = v_g[b_run]
@@ -253,6 +269,58 @@ def relax_batch(evaluate: Evaluator, cells: np.ndarray, positions: np.ndarray, t
     snaps = [best_snap[b] for b in sorted(best_snap)]
     return RelaxResult(final_cells, final_pos, offsets.copy(), energies, fmax_out, smax_out, steps, status,
                        max_grade, snaps, evaluations)
+
+
+class _BfgsState:
+    """Per-structure BFGS Hessians, stored in one array per structure size."""
+
+    def __init__(self, counts: np.ndarray, alpha: float):
+        self.group_pos = np.zeros(len(counts), dtype=np.int64)
+        self.H: dict[int, np.ndarray] = {}
+        self.x0: dict[int, np.ndarray] = {}
+        self.f0: dict[int, np.ndarray] = {}
+        self.has_prev = np.zeros(len(counts), dtype=bool)
+        for n_at in np.unique(counts):
+            members = np.nonzero(counts == n_at)[0]
+            self.group_pos[members] = np.arange(len(members))
+            n = 3 * (int(n_at) + 3)
+            self.H[int(n_at)] = np.tile(alpha * np.eye(n), (len(members), 1, 1))
+            self.x0[int(n_at)] = np.zeros((len(members), n))
+            self.f0[int(n_at)] = np.zeros((len(members), n))
+
+    def step(self, b_run, ia, f_u, f_g, u, F, offsets, c_fac, maxstep) -> None:
+        counts = np.diff(offsets)
+        sizes = counts[b_run]
+        for n_at in np.unique(sizes):
+            n_at = int(n_at)
+            selm = sizes == n_at
+            sel = b_run[selm]
+            G = len(sel)
+            idx = offsets[sel][:, None] + np.arange(n_at)
+            fx = np.concatenate([f_u[np.searchsorted(ia, idx)], f_g[selm]], axis=1).reshape(G, -1)
+            x = np.concatenate([u[idx], c_fac[sel][:, None, None] * F[sel]], axis=1).reshape(G, -1)
+            gi = self.group_pos[sel]
+            H = self.H[n_at][gi]
+            dx = x - self.x0[n_at][gi]
+            df = fx - self.f0[n_at][gi]
+            a = np.einsum("gi,gi->g", dx, df)
+            dg = np.einsum("gij,gj->gi", H, dx)
+            b = np.einsum("gi,gi->g", dx, dg)
+            ok = self.has_prev[sel] & (np.abs(dx).max(axis=1) >= 1e-7) & (np.abs(a) > 0) & (np.abs(b) > 0)
+            if np.any(ok):
+                H[ok] -= (df[ok, :, None] * df[ok, None, :] / a[ok, None, None]
+                          + dg[ok, :, None] * dg[ok, None, :] / b[ok, None, None])
+            w, V = np.linalg.eigh(H)
+            d = np.einsum("gij,gj->gi", V, np.einsum("gi,gij->gj", fx, V) / np.abs(w))
+            longest = np.sqrt((d.reshape(G, -1, 3) ** 2).sum(axis=2)).max(axis=1)
+            d *= np.where(longest >= maxstep, maxstep / np.maximum(longest, 1e-300), 1.0)[:, None]
+            self.H[n_at][gi] = H
+            self.x0[n_at][gi] = x
+            self.f0[n_at][gi] = fx
+            self.has_prev[sel] = True
+            xn = (x + d).reshape(G, n_at + 3, 3)
+            u[idx] = xn[:, :n_at]
+            F[sel] = xn[:, n_at:] / c_fac[sel][:, None, None]
 
 
 def pack(structures: Sequence[Atoms], species: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

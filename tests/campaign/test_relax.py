@@ -53,10 +53,26 @@ def test_trajectory_equals_ase_fire_with_unit_cell_filter():
         assert np.allclose(mine.positions, ref.positions, atol=1e-9)
 
 
-def test_converged_minimum_equals_ase_bfgs_frechet():
+def test_bfgs_trajectory_equals_ase_bfgs_with_unit_cell_filter():
+    steps = 12
+    batch = structures(2)
+    relaxed, res = relax_structures(EVAL, batch, SPECIES, fmax=1e-12, stress_tol=1e-12, max_steps=steps,
+                                    optimizer="bfgs")
+    assert np.all(res.steps == steps)
+    for atoms, mine in zip(batch, relaxed):
+        ref = atoms.copy()
+        ref.calc = EMT()
+        BFGS(UnitCellFilter(ref), logfile=None).run(fmax=1e-12, steps=steps)
+        assert np.allclose(mine.cell.array, ref.cell.array, atol=1e-8)
+        assert np.allclose(mine.positions, ref.positions, atol=1e-8)
+
+
+@pytest.mark.parametrize("optimizer", ["fire", "bfgs"])
+def test_converged_minimum_equals_ase_bfgs_frechet(optimizer):
     batch = structures(1)[1:3]  # a B2 cell and a 4-atom fcc derivative
     fmax, stol = 1e-3, 1e-3 * GPa * 10
-    relaxed, res = relax_structures(EVAL, batch, SPECIES, fmax=fmax, stress_tol=stol, max_steps=3000)
+    relaxed, res = relax_structures(EVAL, batch, SPECIES, fmax=fmax, stress_tol=stol, max_steps=3000,
+                                    optimizer=optimizer)
     assert np.all(res.status == CONVERGED), res.status
     for atoms, mine, e in zip(batch, relaxed, res.energies):
         # an independent evaluation of the returned structure confirms the tolerances
