@@ -473,3 +473,58 @@ class CampaignStore:
                 "SELECT COUNT(*) FROM stage_results WHERE stage = ? AND status = 'converged'", stage)
             out[f"stage{stage}_kept"] = q("SELECT COUNT(*) FROM stage_results WHERE stage = ? AND kept = 1", stage)
         return out
+
+    # -- report -----------------------------------------------------------------------------
+    def report_data(self):
+        """Everything the report shows, as `csp.report.ReportData` (energies eV/atom)."""
+        from csp.report import CandidateRecord, Counts, Failure, LearningRound, ReportData
+
+        elements = list(self.get_meta("elements") or [])
+        ref_settings = self.get_meta("reference") or {}
+        stage_rows: dict[int, dict[int, StageResult]] = {}
+        for (stage,) in self._db.execute("SELECT DISTINCT stage FROM stage_results ORDER BY stage").fetchall():
+            stage_rows[stage] = {r.candidate_id: r for r in self.stage_results(stage)}
+        relaxations = {r.candidate_id: r for r in self.reference_calls("relax")}
+        records = []
+        for cid, atoms in self.candidates():
+            stage_name, best = "generated", atoms
+            mtp_e = {}
+            for stage, rows in stage_rows.items():
+                r = rows.get(cid)
+                if r is None:
+                    continue
+                if r.energy_per_atom is not None and r.status in ("converged", "max_steps"):
+                    mtp_e[f"stage{stage}"] = r.energy_per_atom
+                    stage_name = f"stage{stage}"
+                    if r.atoms is not None:
+                        best = r.atoms
+            ref_e = None
+            rec = relaxations.get(cid)
+            if rec is not None and rec.ok and rec.atoms is not None and rec.energy is not None:
+                stage_name, best, ref_e = "reference", rec.atoms, rec.energy / len(rec.atoms)
+            records.append(CandidateRecord(id=str(cid), origin=str(atoms.info.get("source", "")), stage=stage_name,
+                                           atoms=best, mtp_energies=mtp_e, reference_energy=ref_e))
+        c = self.counts()
+        counts = Counts(candidates=c["candidates"], stage1_relaxed=c.get("stage1_relaxed", 0),
+                        stage1_kept=c.get("stage1_kept", 0), stage2_kept=c.get("stage2_kept", 0),
+                        reference_relaxations=c["reference_relaxations"],
+                        reference_single_points=c["reference_single_points"],
+                        reference_failures=c["reference_failures"])
+        curve, sigma = [], {}
+        for p in self.potentials():
+            curve.append(LearningRound(stage=f"stage{p['stage']}", round=p["round"], training_size=p["n_train"],
+                                       rmse_energy=p["extra"].get("rmse_energy"), sigma=p["sigma"]))
+            if p["sigma"] is not None:
+                sigma[f"stage{p['stage']}"] = p["sigma"]
+        failures = [Failure(id=str(r.candidate_id if r.candidate_id is not None else r.key),
+                            operation=r.kind, reason=r.reason)
+                    for r in self.reference_calls() if not r.ok]
+        notes = []
+        for stage in stage_rows:
+            if self.get_meta(f"stage{stage}_max_rounds_reached"):
+                notes.append(f"Stage {stage}: the active-learning loop hit max_rounds with structures "
+                             "still extrapolating.")
+        return ReportData(elements=elements, reference=str(ref_settings.get("calculator", "")),
+                          reference_settings=ref_settings, candidates=records, counts=counts,
+                          stage_seconds=dict(self.get_meta("stage_seconds") or {}), learning_curve=curve,
+                          failures=failures, sigma=sigma, name=str(self.get_meta("name") or ""), notes=notes)

@@ -145,3 +145,43 @@ def test_snapshots_and_pass_tracking(tmp_path):
         assert store.snapshots(1, 1) == []
         store.set_stage_results(1, [dict(candidate_id=ids[0], status="converged", energy=-1.0, atoms=snap)], pass_no=2)
         assert store.stage_pass_done_ids(1, 2) == {ids[0]} and store.stage_pass_done_ids(1, 1) == set()
+
+
+def test_report_data_from_store(tmp_path):
+    from ase.calculators.emt import EMT
+
+    from csp.report import write_report
+
+    with CampaignStore(tmp_path / "run", create=True) as store:
+        store.set_meta("elements", ["Cu", "Pd"])
+        store.set_meta("reference", {"calculator": "emt"})
+        structs = [bulk("Cu", "fcc", a=3.6), bulk("Pd", "fcc", a=3.9), bulk("CuPd", "cesiumchloride", a=3.0),
+                   bulk("Cu", "bcc", a=2.9)]
+        for a in structs[:3]:
+            a.info["source"] = "prototype"
+        ids = store.add_candidates(structs)
+        store.set_stage_results(1, [dict(candidate_id=i, status="converged", energy=-1.0 * k, atoms=structs[k])
+                                    for k, i in enumerate(ids)])
+        store.set_kept(1, ids[:3])
+        store.add_potential(1, 0, 8, "text", 0.003, 10, {"rmse_energy": 0.002})
+        energies = {}
+        for i, a in zip(ids[:3], structs[:3]):
+            b = a.copy()
+            b.calc = EMT()
+            energies[i] = b.get_potential_energy()
+            store.add_reference_call(f"relax:c{i}", "relax", i, True, atoms=b, energy=energies[i],
+                                     forces=b.get_forces(), stress=b.get_stress())
+        store.add_reference_call(f"relax:c{ids[3]}", "relax", ids[3], False, reason="scf: did not converge")
+        data = store.report_data()
+    assert data.elements == ["Cu", "Pd"] and data.reference == "emt"
+    assert data.counts.candidates == 4 and data.counts.stage1_kept == 3 and data.counts.reference_failures == 1
+    rec = {c.id: c for c in data.candidates}
+    assert rec[str(ids[2])].stage == "reference"
+    assert rec[str(ids[2])].reference_energy == pytest.approx(energies[ids[2]] / 2)
+    assert rec[str(ids[3])].stage == "stage1" and rec[str(ids[3])].reference_energy is None
+    assert data.sigma == {"stage1": 0.003} and data.learning_curve[0].training_size == 10
+    assert [f.reason for f in data.failures] == ["scf: did not converge"]
+    hull = data.hull()
+    assert {r.id for r in hull.stable()} >= {str(ids[0]), str(ids[1])}
+    paths = write_report(data, tmp_path / "report")
+    assert paths["hull.json"].exists()
