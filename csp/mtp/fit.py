@@ -1,0 +1,337 @@
+"""Training an MTP on energies, forces and stresses (weighted least squares).
+
+Loss (MLIP-3's default "vibrations" weighting, averaged over the K training configurations):
+
+    L = (1/K) sum_c [ w_e (E_c - E_c^ref)^2 / N_c  +  w_f sum_i |F_i - F_i^ref|^2
+                      + w_s sum_ab (W_ab - W_ab^ref)^2 / N_c ]  +  lambda (|c|^2 + |xi|^2)
+
+with E in eV, F in eV/Å, W the virial = MLIP's PlusStress (eV, full 3x3). The first term is
+N_c times the squared error of the energy per atom. Defaults w_e = 1, w_f = 0.01, w_s = 0.001.
+
+Procedure: (1) the species and moment coefficients (the energy is linear in them) are solved
+exactly by linear least squares at the initial radial coefficients; (2) all parameters are
+optimised with scipy's L-BFGS using the analytic adjoint gradient of csp.mtp.fit_kernels;
+(3) the linear coefficients are re-solved at the final radial coefficients (never raises L).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+
+from csp.errors import InputError
+from csp.mtp import fit_kernels as fk
+from csp.mtp.fit_data import FitData, as_configurations, matrix_to_voigt
+from csp.mtp.potential import MTP
+
+EV_A3_TO_GPA = 160.21766208
+
+
+@dataclass
+class Weights:
+    """Loss weights (see module docstring) and the ridge regularisation lambda."""
+
+    energy: float = 1.0
+    forces: float = 0.01
+    stress: float = 0.001
+    regularization: float = 0.0
+
+
+@dataclass
+class FitErrors:
+    """Training/validation errors. Energy per atom in eV/atom, forces in eV/Å (RMS of the
+    per-atom error vector norm, as MLIP), stress in eV/Å³ (RMS over the six Voigt components)."""
+
+    rmse_energy: float = float("nan")
+    mae_energy: float = float("nan")
+    rmse_forces: float = float("nan")
+    mae_forces: float = float("nan")
+    rmse_stress: float = float("nan")
+    mae_stress: float = float("nan")
+    n_configs: int = 0
+    n_atoms: int = 0
+
+    def table(self) -> str:
+        """Human-readable table: energy meV/atom, forces eV/Å, stress GPa."""
+        rows = [("energy (meV/atom)", 1e3 * self.rmse_energy, 1e3 * self.mae_energy),
+                ("forces (eV/Å)", self.rmse_forces, self.mae_forces),
+                ("stress (GPa)", EV_A3_TO_GPA * self.rmse_stress, EV_A3_TO_GPA * self.mae_stress)]
+        lines = [f"{'':<20}{'RMSE':>12}{'MAE':>12}"]
+        for name, rmse, mae in rows:
+            lines.append(f"{name:<20}{rmse:>12.4f}{mae:>12.4f}")
+        lines.append(f"({self.n_configs} configurations, {self.n_atoms} atoms)")
+        return "\n".join(lines)
+
+
+@dataclass
+class FitResult:
+    """A trained potential, its training errors, final loss and L-BFGS iteration count."""
+
+    mtp: MTP
+    errors: FitErrors
+    loss: float
+    n_iter: int
+    history: list[float] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+def predict(mtp: MTP, data: FitData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Energies (K,) eV, forces (Ntot, 3) eV/Å, virials (K, 3, 3) eV for every configuration."""
+    e, f, w = _empty_outputs(data)
+    z = np.zeros(0)
+    fk.loss_and_grad(mtp.alpha_index_basic, mtp.alpha_index_times, mtp.alpha_moment_mapping,
+                     mtp.alpha_moments_count, mtp.radial_coeffs, mtp.species_coeffs, mtp.moment_coeffs,
+                     mtp.min_dist, mtp.max_dist, mtp.scaling, data.atom_off, data.types, data.pair_off,
+                     data.pj, data.rij, data.e_ref, data.f_ref, data.w_ref, data.has_e, data.has_f,
+                     data.has_s, 0.0, 0.0, 0.0, False, e, f, w,
+                     np.zeros_like(mtp.radial_coeffs), np.zeros_like(mtp.species_coeffs),
+                     np.zeros_like(mtp.moment_coeffs))
+    del z
+    return e, f, w
+
+
+def _empty_outputs(data: FitData):
+    K = data.n_configs
+    return np.zeros(K), np.zeros((len(data.types), 3)), np.zeros((K, 3, 3))
+
+
+def errors_of(e: np.ndarray, f: np.ndarray, w: np.ndarray, data: FitData) -> FitErrors:
+    """Errors of predictions (e, f, w) against the references in `data`."""
+    n = data.natoms
+    out = FitErrors(n_configs=data.n_configs, n_atoms=int(n.sum()))
+    if data.has_e.any():
+        de = ((e - data.e_ref) / n)[data.has_e]
+        out.rmse_energy, out.mae_energy = float(np.sqrt(np.mean(de ** 2))), float(np.mean(np.abs(de)))
+    fmask = np.repeat(data.has_f, n)
+    if fmask.any():
+        df = np.linalg.norm(f - data.f_ref, axis=1)[fmask]
+        out.rmse_forces, out.mae_forces = float(np.sqrt(np.mean(df ** 2))), float(np.mean(np.abs(df)))
+    smask = data.has_s & np.isfinite(data.volumes)
+    if smask.any():
+        ds = matrix_to_voigt(w - data.w_ref)[smask] / data.volumes[smask, None]
+        out.rmse_stress, out.mae_stress = float(np.sqrt(np.mean(ds ** 2))), float(np.mean(np.abs(ds)))
+    return out
+
+
+def evaluate_errors(mtp: MTP, data: FitData) -> FitErrors:
+    """Errors of `mtp` on the configurations of `data`."""
+    return errors_of(*predict(mtp, data), data)
+
+
+# ---------------------------------------------------------------------------- loss
+
+class Objective:
+    """Loss and its gradient as a function of the parameter vector (MTP.get_parameters order)."""
+
+    def __init__(self, template: MTP, data: FitData, weights: Weights):
+        self.template, self.data, self.weights = template, data, weights
+        self.nr = template.radial_coeffs.size
+        self.ns = template.species_coeffs.size
+        self.n_evals = 0
+
+    def unpack(self, theta: np.ndarray):
+        rc = np.ascontiguousarray(theta[:self.nr]).reshape(self.template.radial_coeffs.shape)
+        sc = np.ascontiguousarray(theta[self.nr:self.nr + self.ns])
+        mc = np.ascontiguousarray(theta[self.nr + self.ns:])
+        return rc, sc, mc
+
+    def __call__(self, theta: np.ndarray, want_grad: bool = True) -> tuple[float, np.ndarray]:
+        t, d, w = self.template, self.data, self.weights
+        rc, sc, mc = self.unpack(np.asarray(theta, dtype=np.float64))
+        e, f, vir = _empty_outputs(d)
+        g_rc, g_sc, g_mc = np.zeros_like(rc), np.zeros_like(sc), np.zeros_like(mc)
+        loss = fk.loss_and_grad(t.alpha_index_basic, t.alpha_index_times, t.alpha_moment_mapping,
+                                t.alpha_moments_count, rc, sc, mc, t.min_dist, t.max_dist, t.scaling,
+                                d.atom_off, d.types, d.pair_off, d.pj, d.rij, d.e_ref, d.f_ref, d.w_ref,
+                                d.has_e, d.has_f, d.has_s, w.energy, w.forces, w.stress, want_grad,
+                                e, f, vir, g_rc, g_sc, g_mc)
+        K = max(d.n_configs, 1)
+        grad = np.concatenate([g_rc.ravel(), g_sc, g_mc]) / K
+        loss /= K
+        if w.regularization:
+            loss += w.regularization * (np.dot(rc.ravel(), rc.ravel()) + np.dot(mc, mc))
+            grad[:self.nr] += 2 * w.regularization * rc.ravel()
+            grad[self.nr + self.ns:] += 2 * w.regularization * mc
+        self.n_evals += 1
+        return float(loss), grad
+
+
+# ---------------------------------------------------------------------------- linear part
+
+def normal_equations(mtp: MTP, data: FitData, weights: Weights,
+                     max_rows: int = 20000) -> tuple[np.ndarray, np.ndarray]:
+    """(A^T A, A^T y) of the loss restricted to the linear coefficients [species, moment] at
+    the radial coefficients of `mtp` (rows built in chunks of at most `max_rows`)."""
+    S, nsc = mtp.species_count, mtp.alpha_scalar_moments
+    nlin = S + nsc
+    n = data.natoms
+    rows_per = 1 + 3 * n + 6
+    row_off = np.concatenate([[0], np.cumsum(rows_per)]).astype(np.int64)
+    ata = np.zeros((nlin, nlin))
+    aty = np.zeros(nlin)
+    we, wf, ws = weights.energy, weights.forces, weights.stress
+    c0 = 0
+    K = data.n_configs
+    while c0 < K:
+        c1 = c0 + 1
+        while c1 < K and row_off[c1 + 1] - row_off[c0] <= max_rows:
+            c1 += 1
+        nrow = int(row_off[c1] - row_off[c0])
+        rows = np.zeros((nrow, nlin))
+        fk.linear_rows(mtp.alpha_index_basic, mtp.alpha_index_times, mtp.alpha_moment_mapping,
+                       mtp.alpha_moments_count, S, mtp.radial_coeffs, mtp.min_dist, mtp.max_dist,
+                       mtp.scaling, data.atom_off, data.types, data.pair_off, data.pj, data.rij,
+                       c0, c1, row_off, rows)
+        sw = np.zeros(nrow)
+        y = np.zeros(nrow)
+        for c in range(c0, c1):
+            r0 = int(row_off[c] - row_off[c0])
+            N = int(n[c])
+            a0, a1 = data.atom_off[c], data.atom_off[c + 1]
+            if data.has_e[c]:
+                sw[r0] = np.sqrt(we / N)
+                y[r0] = data.e_ref[c]
+            if data.has_f[c]:
+                sw[r0 + 1:r0 + 1 + 3 * N] = np.sqrt(wf)
+                y[r0 + 1:r0 + 1 + 3 * N] = data.f_ref[a0:a1].ravel()
+            if data.has_s[c]:
+                sw[r0 + 1 + 3 * N:r0 + 4 + 3 * N] = np.sqrt(ws / N)
+                sw[r0 + 4 + 3 * N:r0 + 7 + 3 * N] = np.sqrt(2 * ws / N)
+                y[r0 + 1 + 3 * N:r0 + 7 + 3 * N] = matrix_to_voigt(data.w_ref[c])
+        A = rows * sw[:, None]
+        ata += A.T @ A
+        aty += A.T @ (y * sw)
+        c0 = c1
+    ata /= max(K, 1)
+    aty /= max(K, 1)
+    if weights.regularization:
+        ata[S:, S:] += weights.regularization * np.eye(nsc)
+    return ata, aty
+
+
+def solve_linear(mtp: MTP, data: FitData, weights: Weights) -> MTP:
+    """A copy of `mtp` whose species and moment coefficients minimise the loss exactly at its
+    radial coefficients (weighted linear least squares via the normal equations)."""
+    ata, aty = normal_equations(mtp, data, weights)
+    S = mtp.species_count
+    x = np.concatenate([mtp.species_coeffs, mtp.moment_coeffs])
+    diag = np.diag(ata).copy()
+    free = diag > 1e-300
+    if free.any():
+        d = 1.0 / np.sqrt(diag[free])
+        M = ata[np.ix_(free, free)] * d[:, None] * d[None, :]
+        rhs = (aty[free] - ata[np.ix_(free, ~free)] @ x[~free]) * d
+        M[np.diag_indices_from(M)] += 1e-12
+        try:
+            z = scipy.linalg.solve(M, rhs, assume_a="pos")
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+            z = scipy.linalg.lstsq(M, rhs)[0]
+        x[free] = z * d
+    out = mtp.copy()
+    out.species_coeffs = x[:S].copy()
+    out.moment_coeffs = x[S:].copy()
+    return out
+
+
+# ---------------------------------------------------------------------------- fit
+
+def fit(init: MTP, training: Sequence, *, species: Sequence[str] | None = None,
+        energy_weight: float = 1.0, force_weight: float = 0.01, stress_weight: float = 0.001,
+        regularization: float = 0.0, max_iter: int = 500, seed: int = 0, method: str = "varpro",
+        data: FitData | None = None, callback: Callable[[int, float], None] | None = None) -> FitResult:
+    """Train `init` on `training` (Configurations, or ase.Atoms with `species` in type order).
+
+    method "varpro" (default): BFGS over the radial coefficients only, the linear coefficients
+    re-solved exactly at every step (variable projection; the gradient of the reduced loss is
+    the adjoint gradient w.r.t. the radial coefficients, by the envelope theorem).
+    method "lbfgs": L-BFGS over all parameters after one linear solve.
+    Deterministic: the seed is used only if the initial radial coefficients are all zero, to
+    draw them from U(-0.1, 0.1)."""
+    if method not in ("varpro", "lbfgs"):
+        raise InputError(f"unknown fit method {method!r} (varpro, lbfgs)")
+    if data is None:
+        configs = as_configurations(training, species or init.elements)
+        if not configs:
+            raise InputError("training set is empty")
+        data = FitData.build(configs, init.max_dist, init.species_count)
+    if not (data.has_e.any() or data.has_f.any()):
+        raise InputError("training set has neither energies nor forces")
+    weights = Weights(energy_weight, force_weight, stress_weight, regularization)
+    mtp = init.copy()
+    if not np.any(mtp.radial_coeffs):
+        rng = np.random.default_rng(seed)
+        mtp.radial_coeffs = rng.uniform(-0.1, 0.1, size=mtp.radial_coeffs.shape)
+    mtp = solve_linear(mtp, data, weights)
+    obj = Objective(mtp, data, weights)
+    history: list[float] = []
+    n_iter = 0
+    nr = mtp.radial_coeffs.size
+    if max_iter > 0 and method == "varpro":
+        best = {"loss": np.inf, "mtp": mtp}
+
+        def reduced(c: np.ndarray) -> tuple[float, np.ndarray]:
+            m = best["mtp"].copy()
+            m.radial_coeffs = c.reshape(m.radial_coeffs.shape).copy()
+            m = solve_linear(m, data, weights)
+            loss, grad = obj(m.get_parameters())
+            if loss < best["loss"]:
+                best["loss"], best["mtp"] = loss, m
+            return loss, grad[:nr]
+
+        def cb(xk):
+            history.append(best["loss"])
+            if callback is not None:
+                callback(len(history), best["loss"])
+
+        res = scipy.optimize.minimize(reduced, mtp.radial_coeffs.ravel(), jac=True, method="BFGS",
+                                      callback=cb, options={"maxiter": int(max_iter), "gtol": 1e-14})
+        n_iter = int(res.nit)
+        mtp = best["mtp"]
+    elif max_iter > 0:
+        def cb(xk):
+            history.append(obj(xk, want_grad=False)[0])
+            if callback is not None:
+                callback(len(history), history[-1])
+
+        res = scipy.optimize.minimize(obj, mtp.get_parameters(), jac=True, method="L-BFGS-B",
+                                      callback=cb, options={"maxiter": int(max_iter), "maxcor": 50,
+                                                            "ftol": 1e-15, "gtol": 1e-14,
+                                                            "maxfun": 2 * int(max_iter) + 20})
+        n_iter = int(res.nit)
+        mtp = solve_linear(mtp.with_parameters(res.x), data, weights)
+    loss = obj(mtp.get_parameters(), want_grad=False)[0]
+    errors = evaluate_errors(mtp, data)
+    return FitResult(mtp=mtp, errors=errors, loss=loss, n_iter=n_iter, history=history)
+
+
+def cross_validate(init: MTP, training: Sequence, k: int = 5, seed: int = 0, *,
+                   species: Sequence[str] | None = None, data: FitData | None = None,
+                   **fit_kwargs) -> float:
+    """k-fold cross-validation RMSE of the energy per atom (eV/atom): configurations are
+    shuffled with `seed`, each fold is predicted by a potential trained (from `init`) on the
+    other folds; the RMSE is pooled over all held-out configurations with an energy."""
+    if data is None:
+        configs = as_configurations(training, species or init.elements)
+        data = FitData.build(configs, init.max_dist, init.species_count)
+    K = data.n_configs
+    if k < 2 or k > K:
+        raise InputError(f"cross-validation needs 2 <= folds <= number of configurations ({K}), got {k}")
+    order = np.random.default_rng(seed).permutation(K)
+    folds = np.array_split(order, k)
+    sq, count = 0.0, 0
+    for fold in folds:
+        train_idx = np.setdiff1d(order, fold)
+        res = fit(init, [], data=data.subset(train_idx), seed=seed, **fit_kwargs)
+        held = data.subset(fold)
+        e = predict(res.mtp, held)[0]
+        de = ((e - held.e_ref) / held.natoms)[held.has_e]
+        sq += float(np.sum(de ** 2))
+        count += int(de.size)
+    if count == 0:
+        raise InputError("cross-validation needs configurations with energies")
+    return float(np.sqrt(sq / count))

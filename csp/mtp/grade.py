@@ -1,0 +1,161 @@
+"""Extrapolation grade of an MTP (Podryabinkin & Shapeev 2017, as in MLIP): the MaxVol active set
+over the rows of derivatives of the energy with respect to the linear coefficients.
+
+Rows (columns: S species coefficients, then the moment coefficients xi):
+- configuration mode: dE/d(theta_lin) / N = [n_t / N, sum_i b_i / N] per configuration;
+- neighbourhood mode: dV_i/d(theta_lin) = [onehot(t_i), b_i] per atom,
+with b_i = m_i[alpha_moment_mapping] the scalar basis values of atom i. The grade of a row b is
+gamma = max_j |(b A^-1)_j| over the r x r active set A; training rows grade <= 1, gamma > 1 is
+extrapolation. Only the linear coefficients are used (the radial ones are held fixed): MLIP's
+own trainer linearises over all coefficients it owns (CoeffCount), which needs at least as many
+training rows as radial+linear parameters; csp keeps the smaller, always well-posed linear set
+(the basis of the GUIDE and of Podryabinkin-Shapeev's MTP active learning papers).
+
+Few training rows: if the training rows do not span all columns, virtual rows eps * e_k (in
+column-equilibrated units, eps = 1e-6) complete the active set, so a structure with a component
+the training set never saw (e.g. a new species) grades ~1/eps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from csp.errors import InputError
+from csp.mtp import fit_kernels as fk
+from csp.mtp.fit_data import FitData, as_configurations
+from csp.mtp.maxvol import maxvol
+from csp.mtp.potential import MTP
+
+MODES = ("configuration", "neighborhood")
+VIRTUAL_EPS = 1e-6
+
+
+def fingerprint(mtp: MTP) -> str:
+    """Hash of what the rows depend on: basis structure, cutoff and radial coefficients."""
+    h = hashlib.sha256()
+    for arr in (mtp.alpha_index_basic, mtp.alpha_index_times, mtp.alpha_moment_mapping,
+                mtp.radial_coeffs, np.array([mtp.min_dist, mtp.max_dist, mtp.scaling, mtp.species_count])):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _data(mtp: MTP, structures: Sequence, species: Sequence[str] | None) -> FitData:
+    if isinstance(structures, FitData):
+        return structures
+    configs = as_configurations(structures, species or mtp.elements)
+    return FitData.build(configs, mtp.max_dist, mtp.species_count)
+
+
+def neighborhood_rows(mtp: MTP, data: FitData) -> np.ndarray:
+    """(Ntot, S + n_scalar) rows dV_i/d(theta_lin)."""
+    b = fk.site_basis(mtp.alpha_index_basic, mtp.alpha_index_times, mtp.alpha_moment_mapping,
+                      mtp.alpha_moments_count, mtp.radial_coeffs, mtp.min_dist, mtp.max_dist,
+                      mtp.scaling, data.types, data.pair_off, data.pj, data.rij)
+    onehot = np.zeros((len(data.types), mtp.species_count))
+    onehot[np.arange(len(data.types)), data.types] = 1.0
+    return np.hstack([onehot, b])
+
+
+def configuration_rows(mtp: MTP, data: FitData, nbh: np.ndarray | None = None) -> np.ndarray:
+    """(K, S + n_scalar) rows dE/d(theta_lin) / N."""
+    if nbh is None:
+        nbh = neighborhood_rows(mtp, data)
+    sums = np.add.reduceat(nbh, data.atom_off[:-1], axis=0)
+    return sums / data.natoms[:, None]
+
+
+@dataclass
+class ActiveSet:
+    """An active set: r x r matrix of rows (in column-equilibrated units `scale`), its inverse,
+    the mode, the potential fingerprint it belongs to and, per row, the training configuration
+    it came from (-1: virtual row)."""
+
+    mode: str
+    matrix: np.ndarray    # (r, r) active rows times scale
+    inverse: np.ndarray   # (r, r)
+    scale: np.ndarray     # (r,) column scale factors
+    owners: np.ndarray    # (r,) index of the training configuration per row, -1 virtual
+    potential: str        # fingerprint(mtp)
+
+    @classmethod
+    def build(cls, mtp: MTP, training: Sequence, mode: str = "neighborhood",
+              species: Sequence[str] | None = None) -> "ActiveSet":
+        """MaxVol active set of the training structures (Configurations or ase.Atoms)."""
+        if mode not in MODES:
+            raise InputError(f"unknown grade mode {mode!r} (configuration, neighborhood)")
+        data = _data(mtp, training, species)
+        rows, owner = _rows_with_owner(mtp, data, mode)
+        ncol = rows.shape[1]
+        norms = np.sqrt(np.sum(rows ** 2, axis=0))
+        scale = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 1.0)
+        scaled = rows * scale
+        eps = VIRTUAL_EPS * max(float(np.abs(scaled).max()), 1e-300)
+        full = np.vstack([scaled, eps * np.eye(ncol)])
+        own = np.concatenate([owner, -np.ones(ncol, np.int64)])
+        idx = maxvol(full)
+        A = full[idx]
+        return cls(mode, A, np.linalg.inv(A), scale, own[idx], fingerprint(mtp))
+
+    def check(self, mtp: MTP) -> None:
+        """InputError unless this active set was built for `mtp`'s basis and radial coefficients."""
+        if fingerprint(mtp) != self.potential:
+            raise InputError("active set does not belong to this potential (rebuild it from the training set)")
+
+    def grades_of_rows(self, rows: np.ndarray) -> np.ndarray:
+        """gamma = max_j |(b A^-1)_j| per row."""
+        if len(rows) == 0:
+            return np.zeros(0)
+        return np.abs((rows * self.scale) @ self.inverse).max(axis=1)
+
+    def save(self, path: str | Path) -> None:
+        """Write to `path` (numpy .npz content, exact binary values)."""
+        with open(path, "wb") as fh:
+            np.savez(fh, mode=np.array(self.mode), matrix=self.matrix, inverse=self.inverse,
+                     scale=self.scale, owners=self.owners, potential=np.array(self.potential))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ActiveSet":
+        """Read an active set written by save()."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(str(z["mode"]), z["matrix"], z["inverse"], z["scale"], z["owners"],
+                           str(z["potential"]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputError(f"{path}: not a csp active-set file ({exc})") from None
+
+
+def active_set_path(potential_path: str | Path) -> Path:
+    """The sidecar file of a potential: POT.mtp -> POT.mtp.als."""
+    return Path(str(potential_path) + ".als")
+
+
+def _rows_with_owner(mtp: MTP, data: FitData, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    nbh = neighborhood_rows(mtp, data)
+    if mode == "neighborhood":
+        return nbh, np.repeat(np.arange(data.n_configs), data.natoms)
+    return configuration_rows(mtp, data, nbh), np.arange(data.n_configs)
+
+
+def grade(mtp: MTP, active_set: ActiveSet, structures: Sequence, *, species: Sequence[str] | None = None,
+          per_atom: bool = False):
+    """Extrapolation grade per structure (Configurations or ase.Atoms). In neighbourhood mode the
+    structure's grade is the maximum over its atoms (as MLIP's MV_grade). With per_atom=True
+    also returns the list of per-atom neighbourhood grades (neighbourhood mode only)."""
+    active_set.check(mtp)
+    data = _data(mtp, structures, species)
+    nbh = neighborhood_rows(mtp, data)
+    if active_set.mode == "neighborhood":
+        g_atoms = active_set.grades_of_rows(nbh)
+        per_cfg = np.maximum.reduceat(g_atoms, data.atom_off[:-1]) if len(g_atoms) else np.zeros(0)
+        if per_atom:
+            return per_cfg, [g_atoms[data.atom_off[c]:data.atom_off[c + 1]] for c in range(data.n_configs)]
+        return per_cfg
+    per_cfg = active_set.grades_of_rows(configuration_rows(mtp, data, nbh))
+    if per_atom:
+        raise InputError("per-atom grades need a neighborhood-mode active set")
+    return per_cfg
