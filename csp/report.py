@@ -48,6 +48,10 @@ class CandidateRecord:
     mtp_energies: dict[str, float] = field(default_factory=dict)
     reference_energy: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"candidate {self.id}: stage {self.stage!r} is not one of {', '.join(STAGES)}")
+
     def composition(self) -> dict[str, float]:
         comp: dict[str, float] = {}
         for s in self.atoms.get_chemical_symbols() if self.atoms is not None else ():

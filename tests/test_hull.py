@@ -16,7 +16,7 @@ from csp.cli import main
 from csp.errors import InputError
 from csp.hull import HullEntry, build_hull, read_entries
 
-MU = {"Cu": -3.0, "Au": -2.0, "Pd": -4.0}  # elemental reference energies, eV/atom
+MU = {"Cu": -3.0, "Au": -2.0, "Pd": -4.0, "Ag": -2.5}  # elemental reference energies, eV/atom
 
 
 def entry(id, counts: dict, ef: float) -> HullEntry:
@@ -95,7 +95,7 @@ def _lp_hull(points: np.ndarray, ef: np.ndarray, x: np.ndarray) -> float:
     return res.fun
 
 
-@pytest.mark.parametrize("elements", [["Cu", "Au"], ["Cu", "Au", "Pd"]])
+@pytest.mark.parametrize("elements", [["Cu", "Au"], ["Cu", "Au", "Pd"], ["Cu", "Au", "Pd", "Ag"]])
 def test_random_sets_agree_with_linear_programming(elements):
     rng = np.random.default_rng(11)
     entries = [entry(f"{el}{k}", {el: 1 + k}, rng.uniform(0, 0.05) * k) for el in elements for k in range(2)]

@@ -153,6 +153,13 @@ class Reference:
         raws = [self.raw] + [_merge(self.raw, fb) for fb in self.fallbacks]
         return [_validate_params(self.name, r, "reference") for r in raws]
 
+    def check_elements(self, elements: list[str], where: str = "elements") -> None:
+        """InputError if the backend cannot treat one of `elements` (EMT's short list, missing
+        pseudopotentials); call it when the search file is read, before any calculation."""
+        check = getattr(backend_module(self.name), "check_elements", None)
+        if check is not None:
+            check(self.parameters, list(elements), where)
+
     def calculator(self, atoms: Atoms, directory: str | os.PathLike, attempt: int = 0):
         """The ASE calculator for `atoms` with the settings of attempt `attempt` (0 = no fallback)."""
         params = self.attempt_parameters()[attempt]

@@ -30,11 +30,11 @@ def validate(params: dict, where: str) -> dict:
     return {}
 
 
-def check_atoms(atoms: Atoms, where: str = "structure") -> None:
+def check_elements(params: dict, elements: list[str], where: str) -> None:
     """EMT only knows a few elements; name the first one it does not."""
-    for s in atoms.get_chemical_symbols():
+    for s in elements:
         if s not in _EMT_PARAMETERS:
-            fail(where, f"element {s} is not supported by EMT (supported: {', '.join(ELEMENTS)})")
+            fail(where, f"element {s} is not supported by the emt reference (supported: {', '.join(ELEMENTS)})")
 
 
 def make_calculator(params: dict, atoms: Atoms, directory: Path) -> Calculator:

@@ -48,6 +48,12 @@ def validate(params: dict, where: str) -> dict:
     }
 
 
+def check_elements(params: dict, elements: list[str], where: str) -> None:
+    missing = sorted(set(elements) - set(params["pseudopotentials"]))
+    if missing:
+        fail("reference.pseudopotentials", f"no pseudopotential for {', '.join(missing)} (needed by {where})")
+
+
 def make_calculator(params: dict, atoms: Atoms, directory: Path):
     from ase.calculators.espresso import Espresso, EspressoProfile
 

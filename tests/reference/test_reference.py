@@ -240,3 +240,14 @@ def test_espresso_configuration_writes_pw_input(tmp_path):
     assert "ecutwfc          = 45" in text and "cu.pbe.upf" in text and "tstress          = .true." in text
     mesh = tuple(int(np.ceil(2 * np.pi * r * 2.0)) for r in np.linalg.norm(atoms.cell.reciprocal(), axis=1))
     assert "k_points automatic\n{} {} {}  0 0 0".format(*mesh) in text
+
+
+def test_check_elements():
+    get_reference("emt").check_elements(["Cu", "Au", "Pd"])
+    with pytest.raises(InputError, match="element Fe is not supported by the emt reference"):
+        get_reference("emt").check_elements(["Cu", "Fe"])
+    espresso = get_reference({"calculator": "espresso", "pseudo_dir": "/p", "pseudopotentials": {"Cu": "Cu.UPF"}})
+    espresso.check_elements(["Cu"])
+    with pytest.raises(InputError, match="'reference.pseudopotentials': no pseudopotential for Au"):
+        espresso.check_elements(["Au", "Cu"])
+    get_reference("gpaw").check_elements(["Fe"])  # GPAW has PAW setups for the periodic table
