@@ -102,6 +102,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
     else:
         kind = "error"
     text = " ".join(str(exc).split())
+    if not text:
+        text = "the electronic loop did not converge" if kind == "scf" else "(no message)"
     if isinstance(exc, (CallTimeout, NonFinite)):
         return kind, f"{kind}: {text}"[:400]
     return kind, f"{kind}: {name}: {text}"[:400]

@@ -86,3 +86,17 @@ def test_gpaw_runs_serially_on_every_rank_under_mpirun(tmp_path):
     assert [r["rank"] for r in rows] == [0, 1]
     assert all(r["ok"] and r["world"] == 2 and r["serial"] for r in rows), rows
     assert rows[0]["energy"] == pytest.approx(rows[1]["energy"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_gpaw_scf_failure_is_retried_with_the_fallback(tmp_path):
+    al = bulk("Al", "fcc", a=4.05)
+    section = {"calculator": "gpaw", "ecut": 150, "kpoint_density": 1.0, "isolation": "inline"}
+    plain = get_reference(section).single_point(al, tmp_path / "plain")
+    retried = get_reference({**section, "maxiter": 3, "fallbacks": [{"maxiter": 300, "mixer_beta": 0.05}]}
+                            ).single_point(al, tmp_path / "retried")
+    assert plain.ok and plain.attempts == 1
+    assert retried.ok and retried.attempts == 2
+    assert retried.attempt_reasons[0] == "scf: KohnShamConvergenceError: the electronic loop did not converge"
+    assert retried.energy == pytest.approx(plain.energy, abs=2e-3)  # same SCF solution, other mixing
+    assert (tmp_path / "retried" / "attempt-1" / "error.txt").exists()
