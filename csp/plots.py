@@ -18,8 +18,31 @@ if TYPE_CHECKING:  # pragma: no cover
     from csp.report import ReportData
 
 STAGE_COLORS = {"generated": "#9e9e9e", "stage1": "#1f77b4", "stage2": "#ff7f0e", "reference": "#2ca02c"}
-STAGE_LABELS = {"generated": "generated only", "stage1": "stopped after stage 1",
-                "stage2": "stopped after stage 2", "reference": "reference-relaxed"}
+_MORE_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+
+
+def stage_color(stage: str) -> str:
+    """Colour of a stage name ('generated', 'stage<N>', 'reference')."""
+    if stage in STAGE_COLORS:
+        return STAGE_COLORS[stage]
+    n = int(stage[5:]) if stage.startswith("stage") and stage[5:].isdigit() else 0
+    return _MORE_COLORS[n % len(_MORE_COLORS)]
+
+
+def stage_label(stage: str) -> str:
+    if stage == "generated":
+        return "generated only"
+    if stage == "reference":
+        return "reference-relaxed"
+    return f"stopped after stage {stage[5:]}"
+
+
+def _stage_order(stage: str) -> tuple[int, int]:
+    if stage == "generated":
+        return (0, 0)
+    if stage == "reference":
+        return (2, 0)
+    return (1, int(stage[5:]) if stage[5:].isdigit() else 0)
 
 
 def _png(fig: Figure) -> bytes:
@@ -45,12 +68,13 @@ def candidate_points(data: "ReportData", hull: "Hull") -> list[tuple[dict, float
 
 
 def _scatter_by_stage(ax, xy: list[tuple[float, float, str, bool]]) -> None:
-    for stage, color in STAGE_COLORS.items():
+    for stage in sorted({s for _, _, s, _ in xy}, key=_stage_order):
+        color = stage_color(stage)
         for filled in (False, True):
             pts = [(x, y) for x, y, s, f in xy if s == stage and f == filled]
             if pts:
                 arr = np.array(pts)
-                label = STAGE_LABELS[stage] if filled or stage != "reference" else None
+                label = stage_label(stage) if filled or stage != "reference" else None
                 ax.scatter(arr[:, 0], arr[:, 1], s=18, zorder=2, label=label,
                            facecolors=color if filled else "none", edgecolors=color, linewidths=0.8)
 
@@ -167,13 +191,13 @@ def parity_plot(pairs: list[tuple[float, float, str]], sigma: dict[str, float]) 
     line = np.array([lo - pad, hi + pad])
     fig = Figure(figsize=(5.2, 5.0))
     ax = fig.add_subplot()
-    for stage in ("stage1", "stage2"):
+    for stage in sorted(set(sigma) | {s for _, _, s in pairs}, key=_stage_order):
         sel = np.array([(x, y) for x, y, s in pairs if s == stage])
         if len(sel):
-            ax.scatter(sel[:, 0], sel[:, 1], s=16, color=STAGE_COLORS[stage], label=f"MTP {stage}", zorder=3)
+            ax.scatter(sel[:, 0], sel[:, 1], s=16, color=stage_color(stage), label=f"MTP {stage}", zorder=3)
         if stage in sigma and sigma[stage]:
             s = sigma[stage]
-            ax.fill_between(line, line - s, line + s, color=STAGE_COLORS[stage], alpha=0.15,
+            ax.fill_between(line, line - s, line + s, color=stage_color(stage), alpha=0.15,
                             label=f"±σ {stage} ({1000 * s:.1f} meV/atom)")
     ax.plot(line, line, "k--", lw=0.8)
     ax.set_xlim(*line)
@@ -194,7 +218,7 @@ def learning_plot(rounds: list) -> bytes | None:
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for i, stage in enumerate(dict.fromkeys(r.stage for r in rounds)):
         sel = [(k, r) for k, r in enumerate(rounds) if r.stage == stage]
-        color = STAGE_COLORS.get(stage, f"C{i}")
+        color = stage_color(stage)
         ax1.plot([k for k, _ in sel], [r.training_size for _, r in sel], "o-", color=color, label=stage)
         for attr, style, name in (("rmse_energy", "o-", "training RMSE"), ("sigma", "s--", "σ (cross-validated)")):
             pts = [(k, 1000 * getattr(r, attr)) for k, r in sel if getattr(r, attr) is not None]

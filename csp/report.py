@@ -30,7 +30,7 @@ from csp.errors import InputError
 from csp.hull import DEFAULT_TOLERANCE, Hull, HullEntry, build_hull
 
 SCHEMA = "csp-hull/1"
-STAGES = ("generated", "stage1", "stage2", "reference")
+STAGES = ("generated", "stage1", "stage2", "reference")  # "stage3", ... for longer screenings
 SYMPREC = 0.01  # Å, symmetry tolerance for space groups and symmetrised CIFs
 
 
@@ -49,8 +49,8 @@ class CandidateRecord:
     reference_energy: float | None = None
 
     def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise ValueError(f"candidate {self.id}: stage {self.stage!r} is not one of {', '.join(STAGES)}")
+        if self.stage not in STAGES and not re.fullmatch(r"stage[1-9][0-9]*", self.stage):
+            raise ValueError(f"candidate {self.id}: stage {self.stage!r} is not one of {', '.join(STAGES)}, stage<N>")
 
     def composition(self) -> dict[str, float]:
         comp: dict[str, float] = {}
@@ -59,7 +59,8 @@ class CandidateRecord:
         return comp
 
     def last_mtp_stage(self) -> str | None:
-        return next((s for s in ("stage2", "stage1") if s in self.mtp_energies), None)
+        stages = [s for s in self.mtp_energies if re.fullmatch(r"stage[0-9]+", s)]
+        return max(stages, key=lambda s: int(s[5:])) if stages else None
 
     def best_energy(self) -> float | None:
         """Reference energy if known, else the last stage's MTP energy (eV/atom)."""

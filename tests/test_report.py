@@ -185,3 +185,18 @@ def test_report_without_a_hull_yet(tmp_path):
     assert doc["notes"] == ["No convex hull yet: no structures with energies to build a hull from."]
     page = (tmp_path / "report.html").read_text()
     assert len(_pngs(page)) == 1 and "No hull phases." in page  # the funnel only
+
+
+def test_three_stage_screening_and_stage_names(tmp_path):
+    data = synthetic(n_extra=6)
+    for c in data.candidates:
+        if c.stage == "reference":
+            c.mtp_energies["stage3"] = c.reference_energy + 0.002
+    data.candidates[-1].stage = "stage3"
+    data.candidates[-1].mtp_energies["stage3"] = data.candidates[-1].mtp_energies.get("stage1", -0.01)
+    data.sigma["stage3"] = 0.002
+    assert data.candidates[0].last_mtp_stage() == "stage3"
+    write_report(data, tmp_path)
+    assert len(_pngs((tmp_path / "report.html").read_text())) == 4
+    with pytest.raises(ValueError, match="stage 'stage two'"):
+        CandidateRecord(id="x", origin="random", stage="stage two")
