@@ -195,7 +195,7 @@ def read_entries(path: str | os.PathLike) -> list[HullEntry]:
     import ase.io
 
     try:
-        frames = ase.io.read(path, index=":")
+        frames = ase.io.read(path, index=":", parallel=False)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except Exception as exc:

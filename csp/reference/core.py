@@ -179,7 +179,7 @@ class Reference:
         workdir.mkdir(parents=True, exist_ok=True)
         clean = atoms.copy()
         clean.calc = None
-        ase.io.write(workdir / "input.extxyz", clean, format="extxyz")
+        ase.io.write(workdir / "input.extxyz", clean, format="extxyz", parallel=False)
         records, result = [], AttemptResult(ok=False, kind="error", reason="error: no attempt ran")
         for i, params in enumerate(self.attempt_parameters()):
             adir = workdir / f"attempt-{i + 1}"
@@ -213,7 +213,7 @@ class Reference:
             outcome = Outcome(ok=True, atoms=a, energy=energy, forces=a.get_forces(), stress=stress, reason="",
                               seconds=seconds, converged=result.converged, steps=result.steps,
                               enthalpy=float(a.info.get("enthalpy", energy)))
-            ase.io.write(workdir / "output.extxyz", a, format="extxyz")
+            ase.io.write(workdir / "output.extxyz", a, format="extxyz", parallel=False)
         else:
             outcome = Outcome(ok=False, atoms=None, energy=None, forces=None, stress=None, reason=result.reason,
                               seconds=seconds, kind=result.kind)
@@ -230,7 +230,7 @@ class Reference:
         request = {"calculator": self.name, "parameters": params, "operation": operation,
                    "relax": self.relax_settings.as_dict()}
         (adir / "request.json").write_text(json.dumps(request, default=str))
-        ase.io.write(adir / "input.extxyz", atoms, format="extxyz")
+        ase.io.write(adir / "input.extxyz", atoms, format="extxyz", parallel=False)
         env = {k: v for k, v in os.environ.items() if not k.startswith(_MPI_ENV_PREFIXES)}
         env.setdefault("OMP_NUM_THREADS", "1")
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -251,7 +251,7 @@ class Reference:
             return AttemptResult(ok=False, kind="crash",
                                  reason=f"crash: worker process exited with code {code} (see {adir.name}/stderr.txt)")
         res = json.loads(result_file.read_text())
-        atoms_out = ase.io.read(adir / "result.extxyz", format="extxyz") if res["ok"] else None
+        atoms_out = ase.io.read(adir / "result.extxyz", format="extxyz", parallel=False) if res["ok"] else None
         return AttemptResult(ok=res["ok"], atoms=atoms_out, kind=res["kind"], reason=res["reason"],
                              converged=res["converged"], steps=res["steps"])
 

@@ -20,6 +20,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.calculators.calculator import PropertyNotImplementedError, SCFError
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.parallel import DummyMPI
 
 OPTIMIZERS = ("BFGS", "LBFGS", "FIRE", "BFGSLineSearch")
 
@@ -166,7 +167,10 @@ def relax(atoms: Atoms, calc, directory: Path, settings: RelaxSettings,
         from ase.constraints import FixSymmetry
         work.set_constraint(FixSymmetry(work))
     target = FrechetCellFilter(work, scalar_pressure=settings.pressure) if cell else work
-    optimizer = getattr(ase.optimize, settings.optimizer)(target, logfile=str(directory / "optimizer.log"))
+    # a one-process communicator: each MPI rank relaxes its own structure and writes its own log
+    # (with ASE's default, the MPI world, only rank 0 would write files)
+    optimizer = getattr(ase.optimize, settings.optimizer)(target, logfile=str(directory / "optimizer.log"),
+                                                          comm=DummyMPI())
     traj = directory / "trajectory.extxyz"
     target_stress = -settings.pressure * np.array([1, 1, 1, 0, 0, 0], float)
     converged = False
@@ -174,7 +178,7 @@ def relax(atoms: Atoms, calc, directory: Path, settings: RelaxSettings,
         energy, forces, stress = _results(work, want_stress=cell)
         if cell and stress is None:
             raise PropertyNotImplementedError("cell relaxation needs the stress, which this calculator does not provide")
-        ase.io.write(traj, _final(work, energy, forces, stress, settings.pressure), format="extxyz", append=True)
+        ase.io.write(traj, _final(work, energy, forces, stress, settings.pressure), format="extxyz", append=True, parallel=False)
         fmax = float(np.sqrt((forces**2).sum(axis=1)).max()) if len(work) else 0.0
         smax = float(np.abs(stress - target_stress).max()) if cell else 0.0
         if fmax <= settings.fmax and smax <= settings.stress_tol:

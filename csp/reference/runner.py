@@ -22,7 +22,7 @@ from csp.reference.operations import RelaxSettings, run_attempt
 def main(directory: str) -> int:
     adir = Path(directory)
     request = json.loads((adir / "request.json").read_text())
-    atoms = ase.io.read(adir / "input.extxyz", format="extxyz")
+    atoms = ase.io.read(adir / "input.extxyz", format="extxyz", parallel=False)
     r = dict(request["relax"])
     settings = RelaxSettings(fmax=r["fmax"], stress_tol=r["stress_tol"] * units.GPa, max_steps=r["max_steps"],
                              pressure=r["pressure"] * units.GPa, cell=r["cell"], optimizer=r["optimizer"],
@@ -32,7 +32,7 @@ def main(directory: str) -> int:
     result = run_attempt(request["operation"], atoms, lambda: module.make_calculator(params, atoms, adir),
                          adir, settings, timeout=None)
     if result.ok:
-        ase.io.write(adir / "result.extxyz", result.atoms, format="extxyz")
+        ase.io.write(adir / "result.extxyz", result.atoms, format="extxyz", parallel=False)
     (adir / "result.json").write_text(json.dumps({"ok": result.ok, "kind": result.kind, "reason": result.reason,
                                                   "converged": result.converged, "steps": result.steps}))
     return 0
