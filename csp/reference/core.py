@@ -179,7 +179,11 @@ class Reference:
         workdir.mkdir(parents=True, exist_ok=True)
         clean = atoms.copy()
         clean.calc = None
-        ase.io.write(workdir / "input.extxyz", clean, format="extxyz", parallel=False)
+        try:
+            ase.io.write(workdir / "input.extxyz", clean, format="extxyz", parallel=False)
+        except Exception:  # an info entry extxyz cannot store: keep the structure, drop the info
+            clean.info = {}
+            ase.io.write(workdir / "input.extxyz", clean, format="extxyz", parallel=False)
         records, result = [], AttemptResult(ok=False, kind="error", reason="error: no attempt ran")
         for i, params in enumerate(self.attempt_parameters()):
             adir = workdir / f"attempt-{i + 1}"

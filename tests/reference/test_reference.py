@@ -251,3 +251,12 @@ def test_check_elements():
     with pytest.raises(InputError, match="'reference.pseudopotentials': no pseudopotential for Au"):
         espresso.check_elements(["Au", "Cu"])
     get_reference("gpaw").check_elements(["Fe"])  # GPAW has PAW setups for the periodic table
+
+
+def test_candidate_provenance_in_info_is_harmless(tmp_path):
+    atoms = _cu2()
+    atoms.info.update({"source": "prototype", "assignment": {"A": "Cu"}, "hnf": np.eye(3, dtype=int),
+                       "object": object()})
+    for iso in ("inline", "process"):
+        out = get_reference({"calculator": "emt", "isolation": iso}).single_point(atoms, tmp_path / iso)
+        assert out.ok, out.reason
