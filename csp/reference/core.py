@@ -31,7 +31,6 @@ import ase.io
 import numpy as np
 from ase import Atoms, units
 
-from csp.errors import InputError
 from csp.reference import common
 from csp.reference.operations import OPTIMIZERS, AttemptResult, RelaxSettings, run_attempt
 
