@@ -1,0 +1,332 @@
+"""Deduplication of large candidate pools (10^5–10^6 structures).
+
+Two structures are the same if pymatgen's `StructureMatcher` says so (rotations,
+translations, atom order, supercells, small distortions and an overall volume change are all
+allowed). Calling the matcher on every pair is impossible for large pools, so each structure
+first gets cheap invariants and the matcher only sees pairs that agree on all of them:
+
+1. reduced composition (exact);
+2. a neighbour fingerprint: for every ordered species pair (a, b), the Gaussian-smoothed number
+   of b-neighbours of an a-atom at distances r/r0 ≈ 0.8, 1.05, …, 2.05 (r0 = (V/N)^(1/3), i.e.
+   neighbour distances scaled by the volume), as mean and spread over the a-atoms. Invariant
+   under rotation, translation, atom order, supercells and isotropic scaling; continuous in
+   the atomic positions;
+3. spglib space group at `symprec` (0.1 Å) (computed only when 1–2 leave a candidate: spglib
+   is the expensive step). Orbit (Wyckoff) multiplicities are not used: spglib's
+   equivalent_atoms of a rattled supercell can split an orbit, which would split copies.
+
+A candidate pair whose spglib-standardised cells coincide up to an origin shift is a proven
+duplicate (fast path, `same_standard_cell`); otherwise StructureMatcher decides.
+
+The fingerprint lives in a grid hash over three of its components; a lookup probes the
+neighbouring grid cell whenever the query lies within `fp_tol` of a cell boundary, so two
+copies on either side of a rounding boundary still meet. Structures whose fingerprints differ
+by less than `fp_tol` in every component are candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import reduce
+from itertools import product
+from math import gcd
+from typing import Iterable
+
+import numpy as np
+import spglib
+from ase import Atoms
+from numba import njit
+
+CENTRES = np.array([0.80, 1.05, 1.30, 1.55, 1.80, 2.05])  # in units of r0 = (V/N)^(1/3)
+SIGMA = 0.125
+CUTOFF = CENTRES[-1] + 4.0 * SIGMA
+_HASH_STEP = 1.0  # grid step of the hashed fingerprint components (neighbour counts)
+
+
+@njit(cache=True)
+def _fingerprint_kernel(numbers, positions, cell, centres, sigma, cutoff):
+    """Flattened fingerprint: [mean (k, k, G), spread (k, k, G)] over centre atoms of each
+    species (species sorted by atomic number) of the per-atom smoothed neighbour counts."""
+    n = positions.shape[0]
+    g = centres.shape[0]
+    species = np.unique(numbers)
+    k = species.shape[0]
+    types = np.searchsorted(species, numbers)
+    inv = np.linalg.inv(cell)
+    volume = abs(np.linalg.det(cell))
+    r0 = (volume / n) ** (1.0 / 3.0)
+    radius = cutoff * r0
+    # wrap positions into the cell
+    frac = positions @ inv
+    frac -= np.floor(frac)
+    cart = frac @ cell
+    # lattice translations that can bring two atoms of the cell within the radius
+    reach = np.empty(3, dtype=np.int64)
+    for c in range(3):
+        reach[c] = int(np.ceil(radius * np.sqrt(inv[0, c] ** 2 + inv[1, c] ** 2
+                                                + inv[2, c] ** 2))) + 1
+    diameter = 0.0
+    for s1 in (-1.0, 1.0):
+        for s2 in (-1.0, 1.0):
+            v = cell[0] + s1 * cell[1] + s2 * cell[2]
+            d = np.sqrt(v[0] ** 2 + v[1] ** 2 + v[2] ** 2)
+            if d > diameter:
+                diameter = d
+    env = np.zeros((n, k, g))
+    rc2 = radius * radius
+    far = radius + diameter
+    inv2s2 = 1.0 / (2.0 * sigma * sigma)
+    width = 4.0 * sigma
+    for a0 in range(-reach[0], reach[0] + 1):
+        for a1 in range(-reach[1], reach[1] + 1):
+            for a2 in range(-reach[2], reach[2] + 1):
+                sx = a0 * cell[0, 0] + a1 * cell[1, 0] + a2 * cell[2, 0]
+                sy = a0 * cell[0, 1] + a1 * cell[1, 1] + a2 * cell[2, 1]
+                sz = a0 * cell[0, 2] + a1 * cell[1, 2] + a2 * cell[2, 2]
+                if sx * sx + sy * sy + sz * sz > far * far:
+                    continue
+                for i in range(n):
+                    for j in range(n):
+                        dx = cart[j, 0] + sx - cart[i, 0]
+                        dy = cart[j, 1] + sy - cart[i, 1]
+                        dz = cart[j, 2] + sz - cart[i, 2]
+                        d2 = dx * dx + dy * dy + dz * dz
+                        if d2 < 1e-12 or d2 > rc2:
+                            continue
+                        x = np.sqrt(d2) / r0
+                        tj = types[j]
+                        for q in range(g):
+                            u = x - centres[q]
+                            if -width < u < width:
+                                env[i, tj, q] += np.exp(-u * u * inv2s2)
+    mean = np.zeros((k, k, g))
+    spread = np.zeros((k, k, g))
+    count = np.zeros(k)
+    for i in range(n):
+        count[types[i]] += 1.0
+        mean[types[i]] += env[i]
+    for a in range(k):
+        mean[a] /= count[a]
+    for i in range(n):
+        dev = env[i] - mean[types[i]]
+        spread[types[i]] += dev * dev
+    for a in range(k):
+        spread[a] = np.sqrt(spread[a] / count[a])
+    out = np.empty(2 * k * k * g)
+    out[: k * k * g] = mean.ravel()
+    out[k * k * g:] = spread.ravel()
+    return out
+
+
+def reduced_formula(numbers: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """Composition as ((Z, count), …) reduced by the gcd of the counts."""
+    species, counts = np.unique(np.asarray(numbers), return_counts=True)
+    div = reduce(gcd, counts.tolist())
+    return tuple((int(z), int(c) // div) for z, c in zip(species, counts))
+
+
+def fingerprint(atoms: Atoms) -> np.ndarray:
+    """Neighbour fingerprint (species by atomic number), flattened: mean then spread over the
+    centre atoms of each type of the smoothed (type, neighbour type, distance) counts."""
+    return _fingerprint_kernel(atoms.numbers.astype(np.int64),
+                               np.ascontiguousarray(atoms.positions, dtype=np.float64),
+                               np.ascontiguousarray(atoms.cell.array, dtype=np.float64),
+                               CENTRES, SIGMA, CUTOFF)
+
+
+@dataclass
+class _Symmetry:
+    key: tuple                      # (space-group number,)
+    lattice: np.ndarray | None      # standardised cell scaled to 1 Å³/atom (rows)
+    frac: np.ndarray | None         # standardised fractional positions
+    types: np.ndarray | None
+
+
+def _symmetry(atoms: Atoms, symprec: float) -> _Symmetry:
+    cell = (atoms.cell.array, atoms.get_scaled_positions(wrap=True), atoms.numbers)
+    try:
+        ds = spglib.get_symmetry_dataset(cell, symprec=symprec)
+    except Exception:  # spglib raises SpglibError on degenerate input
+        ds = None
+    if ds is None:
+        return _Symmetry((0,), None, None, None)
+    lattice = np.asarray(ds.std_lattice, dtype=float)
+    types = np.asarray(ds.std_types)
+    lattice = lattice / (abs(np.linalg.det(lattice)) / len(types)) ** (1.0 / 3.0)
+    return _Symmetry((int(ds.number),), lattice,
+                     np.asarray(ds.std_positions, dtype=float) % 1.0, types)
+
+
+def same_standard_cell(a: _Symmetry, b: _Symmetry, tol: float = 0.05) -> bool:
+    """True if two spglib-standardised cells coincide up to an origin shift.
+
+    Lattices (scaled to 1 Å³/atom, standard orientation) must agree within `tol` per
+    component and every atom must land within `tol` (same units) of an atom of the same type.
+    A True answer proves the structures equal; False proves nothing (the two standard
+    descriptions may differ by a normaliser operation), so callers fall back to
+    StructureMatcher.
+    """
+    if a.lattice is None or b.lattice is None or len(a.types) != len(b.types):
+        return False
+    if np.max(np.abs(a.lattice - b.lattice)) > tol:
+        return False
+    if not np.array_equal(np.sort(a.types), np.sort(b.types)):
+        return False
+    # anchor on the rarest species
+    species, counts = np.unique(a.types, return_counts=True)
+    anchor = species[np.argmin(counts)]
+    i0 = int(np.flatnonzero(a.types == anchor)[0])
+    lat = a.lattice
+    for j in np.flatnonzero(b.types == anchor):
+        shifted = b.frac + (a.frac[i0] - b.frac[j])
+        diff = shifted[:, None, :] - a.frac[None, :, :]
+        diff -= np.rint(diff)
+        dist = np.sqrt(((diff @ lat) ** 2).sum(-1))
+        dist[b.types[:, None] != a.types[None, :]] = np.inf
+        if np.all(dist.min(axis=1) < tol):
+            return True
+    return False
+
+
+def space_group(atoms: Atoms, symprec: float = 0.1) -> int:
+    """spglib space-group number (0 if spglib fails)."""
+    return _symmetry(atoms, symprec).key[0]
+
+
+@dataclass
+class _Entry:
+    atoms: Atoms
+    formula: tuple
+    fp: np.ndarray
+    sym: _Symmetry | None = None
+    structure: object = None
+
+
+@dataclass
+class Deduplicator:
+    """Incremental deduplication: `add(atoms)` returns the id of the structure's first copy.
+
+    symprec: spglib tolerance (Å) of the symmetry invariant. fp_tol: largest difference of any
+    fingerprint component (neighbour counts) between copies of one structure. ltol, stol,
+    angle_tol: StructureMatcher tolerances (pymatgen defaults). use_symmetry=False skips the
+    spglib invariant (for noisy structures whose detected symmetry may differ).
+    """
+
+    symprec: float = 0.1
+    fp_tol: float = 0.3
+    ltol: float = 0.2
+    stol: float = 0.3
+    angle_tol: float = 5.0
+    use_symmetry: bool = True
+    n_matcher_calls: int = 0
+    n_symmetry_calls: int = 0
+    n_fast_matches: int = 0
+    _grid: dict = field(default_factory=dict, repr=False)
+    _entries: list = field(default_factory=list, repr=False)
+    _matcher: object = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        from pymatgen.analysis.structure_matcher import StructureMatcher
+
+        self._matcher = StructureMatcher(ltol=self.ltol, stol=self.stol,
+                                         angle_tol=self.angle_tol, primitive_cell=True,
+                                         scale=True, attempt_supercell=True)
+
+    def __len__(self) -> int:
+        """Number of distinct structures seen so far."""
+        return len(self._entries)
+
+    def representative(self, ident: int) -> Atoms:
+        """The first structure stored under id `ident`."""
+        return self._entries[ident].atoms
+
+    def _cells(self, fp: np.ndarray, probe: bool) -> list[tuple[int, ...]]:
+        x = fp[: min(3, len(fp))] / _HASH_STEP
+        base = np.floor(x).astype(int)
+        if not probe:
+            return [tuple(base.tolist())]
+        tol = self.fp_tol / _HASH_STEP
+        choices = []
+        for xi, bi in zip(x.tolist(), base.tolist()):
+            opts = [bi]
+            if xi - bi < tol:
+                opts.append(bi - 1)
+            if bi + 1 - xi < tol:
+                opts.append(bi + 1)
+            choices.append(opts)
+        return list(product(*choices))
+
+    def _sym(self, entry: _Entry) -> _Symmetry:
+        if entry.sym is None:
+            self.n_symmetry_calls += 1
+            entry.sym = (_symmetry(entry.atoms, self.symprec) if self.use_symmetry
+                         else _Symmetry((), None, None, None))
+        return entry.sym
+
+    def _structure(self, entry: _Entry):
+        if entry.structure is None:
+            from pymatgen.io.ase import AseAtomsAdaptor
+
+            entry.structure = AseAtomsAdaptor.get_structure(entry.atoms)
+        return entry.structure
+
+    def _find(self, query: _Entry) -> int | None:
+        candidates: list[int] = []
+        for cell in self._cells(query.fp, probe=True):
+            candidates.extend(self._grid.get((query.formula, cell), ()))
+        if not candidates:
+            return None
+        fps = np.array([self._entries[c].fp for c in candidates])
+        diff = np.max(np.abs(fps - query.fp), axis=1)
+        for idx in np.argsort(diff):
+            if diff[idx] >= self.fp_tol:
+                break
+            other = self._entries[candidates[idx]]
+            if self._sym(other).key != self._sym(query).key:
+                continue
+            if same_standard_cell(self._sym(other), self._sym(query)):
+                self.n_fast_matches += 1
+                return candidates[idx]
+            self.n_matcher_calls += 1
+            if self._matcher.fit(self._structure(query), self._structure(other)):
+                return candidates[idx]
+        return None
+
+    def find(self, atoms: Atoms) -> int | None:
+        """Id of a stored structure that `atoms` duplicates, or None (stores nothing)."""
+        return self._find(self._entry(atoms))
+
+    def _entry(self, atoms: Atoms) -> _Entry:
+        return _Entry(atoms, reduced_formula(atoms.numbers), fingerprint(atoms))
+
+    def add(self, atoms: Atoms) -> int:
+        """Id (0, 1, 2, … in order of first appearance) of the stored structure that `atoms`
+        duplicates, or a new id; `len(self)` grows by one exactly when the id is new."""
+        entry = self._entry(atoms)
+        found = self._find(entry)
+        if found is not None:
+            return found
+        entry.atoms = atoms.copy()
+        new_id = len(self._entries)
+        self._entries.append(entry)
+        self._grid.setdefault((entry.formula, self._cells(entry.fp, probe=False)[0]),
+                              []).append(new_id)
+        return new_id
+
+
+def deduplicate(structures: Iterable[Atoms], **options) -> list[list[int]]:
+    """Group a pool of structures into sets of duplicates.
+
+    Returns one list of input indices per distinct structure, in order of first appearance;
+    the first index of each group is the kept representative (`[g[0] for g in groups]`).
+    Options are those of `Deduplicator`.
+    """
+    dedup = Deduplicator(**options)
+    groups: list[list[int]] = []
+    for i, atoms in enumerate(structures):
+        ident = dedup.add(atoms)
+        if ident == len(groups):
+            groups.append([i])
+        else:
+            groups[ident].append(i)
+    return groups

@@ -1,0 +1,144 @@
+"""Deduplication: invariant keys, rounding-boundary safety, copies merged, different kept."""
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.filters import FrechetCellFilter
+from ase.optimize import BFGS
+
+import csp.structures.dedup as dedup_mod
+from csp.structures.dedup import Deduplicator, deduplicate, fingerprint, reduced_formula
+from csp.structures.enumerate import enumerate_structures
+
+
+def _l12(a=3.75):
+    atoms = bulk("Cu", "fcc", a=a, cubic=True)
+    atoms.symbols[0] = "Au"
+    return atoms
+
+
+def _disguise(atoms, rng, noise=0.01, supercell=(1, 1, 1), scale=1.0):
+    """The same crystal: supercell, rotated, translated, atoms shuffled, rescaled, rattled."""
+    b = atoms.repeat(supercell)
+    b.rotate(rng.uniform(0, 360), rng.normal(size=3), rotate_cell=True)
+    b.translate(rng.normal(size=3))
+    b = b[rng.permutation(len(b))]
+    b.set_cell(b.cell * scale, scale_atoms=True)
+    b.positions += rng.normal(0.0, noise, b.positions.shape)
+    return b
+
+
+def _rocksalt():
+    return bulk("NaCl", "rocksalt", a=5.64)
+
+
+def _wurtzite():
+    return bulk("ZnO", "wurtzite", a=3.25, c=5.2)
+
+
+def _low_symmetry():
+    rng = np.random.default_rng(3)
+    from ase import Atoms
+
+    cell = np.array([[4.1, 0.2, 0.1], [0.5, 4.6, 0.3], [0.2, 0.7, 5.3]])
+    return Atoms("Cu2PdAg", scaled_positions=rng.random((4, 3)), cell=cell, pbc=True)
+
+
+def test_fingerprint_invariances():
+    rng = np.random.default_rng(0)
+    for atoms in (_l12(), _rocksalt(), _wurtzite(), _low_symmetry()):
+        ref = fingerprint(atoms)
+        copy = _disguise(atoms, rng, noise=0.0, supercell=(2, 1, 3), scale=1.2)
+        assert np.allclose(fingerprint(copy), ref, atol=1e-9)
+    assert reduced_formula(_l12().repeat(2).numbers) == ((29, 3), (79, 1))
+
+
+def test_copies_merged_and_different_structures_kept():
+    rng = np.random.default_rng(1)
+    originals = [_l12(), _rocksalt(), _wurtzite(), _low_symmetry(), bulk("Mg"),
+                 bulk("Cu", "fcc", a=3.6), bulk("Fe", "bcc", a=2.87)]
+    pool = list(originals)
+    expected = list(range(len(originals)))
+    for k, atoms in enumerate(originals):
+        for sc in [(1, 1, 1), (2, 1, 1), (1, 2, 2)]:
+            pool.append(_disguise(atoms, rng, noise=0.01, supercell=sc,
+                                  scale=rng.uniform(0.9, 1.1)))
+            expected.append(k)
+    groups = deduplicate(pool)
+    assert len(groups) == len(originals)
+    got = np.empty(len(pool), dtype=int)
+    for g, members in enumerate(groups):
+        got[members] = g
+    assert got.tolist() == expected
+
+
+def test_genuinely_different_structures_kept():
+    l10 = bulk("Cu", "fcc", a=3.8, cubic=True)
+    l10.symbols[[0, 1]] = "Au"  # CuAu L1_0 (layers along z)
+    l11_family = [a for a in enumerate_structures("fcc", "Cu,Au", 2)
+                  if a.get_chemical_formula() == "AuCu"]  # L1_0 and L1_1 (CuPt type)
+    fcc = bulk("Cu", "fcc", a=3.6)
+    hcp = bulk("Cu", "hcp", a=2.55)
+    bcc = bulk("Cu", "bcc", a=2.87)
+    b1 = _rocksalt()
+    b2 = bulk("NaCl", "cesiumchloride", a=3.4)
+    pool = [fcc, hcp, bcc, b1, b2, *l11_family]
+    assert len(l11_family) == 2
+    groups = deduplicate(pool)
+    assert len(groups) == len(pool)
+    # and L1_0 built another way is recognised as the enumerated one
+    d = Deduplicator()
+    ids = [d.add(a) for a in pool]
+    assert d.add(l10) in ids[-2:]
+
+
+def test_rounding_boundary_does_not_split_copies(monkeypatch):
+    # put the first hashed fingerprint component exactly on a grid boundary: rattled copies
+    # fall on both sides of it and must still be found.
+    atoms = _low_symmetry()
+    monkeypatch.setattr(dedup_mod, "_HASH_STEP", float(fingerprint(atoms)[0]))
+    rng = np.random.default_rng(5)
+    copies = [_disguise(atoms, rng, noise=0.003) for _ in range(12)]
+    sides = {int(np.floor(fingerprint(c)[0] / dedup_mod._HASH_STEP)) for c in copies}
+    assert len(sides) == 2  # the copies really straddle the boundary
+    d = Deduplicator()
+    assert d.add(atoms) == 0
+    assert all(d.add(c) == 0 for c in copies)
+    assert len(d) == 1
+
+
+def test_relaxed_structures_from_different_cells_are_one():
+    # L1_2 Cu3Au relaxed with EMT from two different starting cells (cubic cell, a = 3.95,
+    # rattled; rotated 2x1x1 supercell, a = 3.6, rattled differently) reaches one minimum;
+    # D0_22 (another Cu3Au superstructure) relaxes to a different one.
+    rng = np.random.default_rng(11)
+
+    def relax(atoms):
+        atoms.calc = EMT()
+        BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=0.005, steps=400)
+        atoms.calc = None
+        return atoms
+
+    start1 = _l12(a=3.95)
+    start1.rattle(0.03, seed=1)
+    start2 = _disguise(_l12(a=3.6), rng, noise=0.03, supercell=(2, 1, 1))
+    d022 = [a for a in enumerate_structures("fcc", "Cu,Au", 4, min_atoms=4,
+                                           concentrations={"Au": 0.25})]
+    relaxed = [relax(start1), relax(start2)] + [relax(a) for a in d022]
+    groups = deduplicate(relaxed)
+    # the two L1_2 relaxations are one structure, joined by the enumerated L1_2; every other
+    # enumerated Cu3Au ordering stays on its own
+    assert groups[0][:2] == [0, 1] and len(groups[0]) == 3
+    assert len(groups) == len(d022) and all(len(g) == 1 for g in groups[1:])
+
+
+def test_incremental_api_and_representatives():
+    d = Deduplicator()
+    rng = np.random.default_rng(2)
+    a, b = _rocksalt(), _wurtzite()
+    assert d.add(a) == 0 and d.add(b) == 1 and len(d) == 2
+    assert d.add(_disguise(a, rng, supercell=(2, 2, 1))) == 0
+    assert d.find(_disguise(b, rng)) == 1 and d.find(bulk("Cu")) is None
+    assert len(d) == 2
+    assert d.representative(1).get_chemical_formula() == b.get_chemical_formula()
