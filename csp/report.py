@@ -134,8 +134,11 @@ def space_group(atoms: Atoms, symprec: float = SYMPREC) -> tuple[str, int]:
     from pymatgen.io.ase import AseAtomsAdaptor
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    sga = SpacegroupAnalyzer(AseAtomsAdaptor.get_structure(atoms), symprec=symprec)
-    return sga.get_space_group_symbol(), sga.get_space_group_number()
+    try:
+        sga = SpacegroupAnalyzer(AseAtomsAdaptor.get_structure(atoms), symprec=symprec)
+        return sga.get_space_group_symbol(), sga.get_space_group_number()
+    except Exception:  # spglib found no cell (e.g. overlapping atoms): report no symmetry
+        return "P1", 1
 
 
 def _safe(text: str) -> str:
@@ -148,9 +151,16 @@ def write_cif(atoms: Atoms, path: Path, symprec: float = SYMPREC) -> tuple[str, 
     from pymatgen.io.cif import CifWriter
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    sga = SpacegroupAnalyzer(AseAtomsAdaptor.get_structure(atoms), symprec=symprec)
-    CifWriter(sga.get_refined_structure(), symprec=symprec).write_file(str(path))
-    return sga.get_space_group_symbol(), sga.get_space_group_number()
+    structure = AseAtomsAdaptor.get_structure(atoms)
+    try:
+        sga = SpacegroupAnalyzer(structure, symprec=symprec)
+        refined = sga.get_refined_structure()
+        symbol, number = sga.get_space_group_symbol(), sga.get_space_group_number()
+    except Exception:  # spglib failed: write the structure as it is, without symmetry
+        CifWriter(structure).write_file(str(path))
+        return "P1", 1
+    CifWriter(refined, symprec=symprec).write_file(str(path))
+    return symbol, number
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -192,9 +202,10 @@ def write_report(data: ReportData, out_dir: str | os.PathLike) -> dict[str, Path
     if hull is not None:
         for row in hull.stable():
             atoms = hull.entry(row.id).atoms
-            symbol, number = space_group(atoms)
+            tmp = stable_dir / f".{_safe(row.id)}.cif.tmp"
+            symbol, number = write_cif(atoms, tmp)
             name = f"{_safe(row.formula)}_{_safe(symbol)}_{_safe(row.id)}.cif"
-            write_cif(atoms, stable_dir / name)
+            tmp.replace(stable_dir / name)
             cand = by_id.get(row.id)
             phases.append({"id": row.id, "candidate_id": row.id, "origin": cand.origin if cand else "",
                            "formula": row.formula, "composition": row.composition, "natoms": row.natoms,

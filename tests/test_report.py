@@ -200,3 +200,13 @@ def test_three_stage_screening_and_stage_names(tmp_path):
     assert len(_pngs((tmp_path / "report.html").read_text())) == 4
     with pytest.raises(ValueError, match="stage 'stage two'"):
         CandidateRecord(id="x", origin="random", stage="stage two")
+
+
+def test_structure_without_a_symmetry_cell_is_written_as_p1(tmp_path):
+    from csp.report import write_cif
+
+    overlapping = Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 0.001]], cell=[3, 3, 3], pbc=True)
+    assert space_group(overlapping) == ("P1", 1)
+    assert write_cif(overlapping, tmp_path / "x.cif") == ("P1", 1)
+    back = CifParser(str(tmp_path / "x.cif")).parse_structures(primitive=False)[0]
+    assert len(back) == 2 and back.volume == pytest.approx(27.0)
