@@ -150,6 +150,11 @@ def build_hull(entries: Iterable[HullEntry | Atoms], elements: Sequence[str] | N
              for i, e in enumerate(entries)]
     if not items:
         raise InputError("no structures with energies to build a hull from")
+    seen: set[str] = set()
+    for e in items:
+        if e.id in seen:
+            raise InputError(f"structure id {e.id} is used twice; ids must be unique")
+        seen.add(e.id)
     present = sorted({el for e in items for el in e.composition}, key=lambda s: Element(s).Z)
     if elements is None:
         elements = present

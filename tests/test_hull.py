@@ -124,6 +124,8 @@ def test_errors():
         build_hull([entry("Cu", {"Cu": 1}, 0), entry("CuAu", {"Cu": 1, "Au": 1}, -0.1)], elements=["Cu"])
     with pytest.raises(InputError, match="no structures"):
         build_hull([])
+    with pytest.raises(InputError, match="structure id Cu is used twice"):
+        build_hull([entry("Cu", {"Cu": 1}, 0), entry("Cu", {"Cu": 2}, 0.1)])
 
 
 def _frames():

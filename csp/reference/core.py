@@ -251,8 +251,10 @@ class Reference:
                 raise
         result_file = adir / "result.json"
         if not result_file.exists():
+            lines = [l for l in (adir / "stderr.txt").read_text(errors="replace").splitlines() if l.strip()]
+            last = f": {lines[-1].strip()[:200]}" if lines else ""
             return AttemptResult(ok=False, kind="crash",
-                                 reason=f"crash: worker process exited with code {code} (see {adir.name}/stderr.txt)")
+                                 reason=f"crash: worker process exited with code {code}{last} (see {adir.name}/stderr.txt)")
         res = json.loads(result_file.read_text())
         atoms_out = ase.io.read(adir / "result.extxyz", format="extxyz", parallel=False) if res["ok"] else None
         return AttemptResult(ok=res["ok"], atoms=atoms_out, kind=res["kind"], reason=res["reason"],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import time
 
 import numpy as np
@@ -52,3 +54,10 @@ class SlowEMT(EMT):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         time.sleep(self.delay)
         super().calculate(atoms, properties, system_changes)
+
+
+class DyingEMT(EMT):
+    """EMT whose process is killed (SIGKILL) during the calculation, like an out-of-memory kill."""
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -157,6 +157,13 @@ def test_child_process_time_limit_kills_the_worker(tmp_path, flaky_path):
     assert out.energy == pytest.approx(direct.get_potential_energy(), abs=1e-6)
 
 
+def test_child_that_dies_is_recorded(tmp_path, flaky_path):
+    ref = get_reference({"calculator": "flaky_calculators.DyingEMT", "isolation": "process"})
+    out = ref.single_point(_cu2(), tmp_path / "dies")
+    assert not out.ok and out.kind == "crash"
+    assert out.reason.startswith("crash: worker process exited with code -9") and "stderr.txt" in out.reason
+
+
 def test_child_crash_is_recorded(tmp_path):
     ref = get_reference({"calculator": "emt", "isolation": "process"})
     atoms = _cu2()
