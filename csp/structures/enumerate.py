@@ -167,23 +167,20 @@ def supercell_group(parent: Parent, h: np.ndarray, rotations: np.ndarray,
         shifted = _flat((g + g[t]) % s, s)
         for dd in range(d):
             trans[t, dd * n:(dd + 1) * n] = dd * n + shifted
-    # lattice-preserving space-group operations
+    # lattice-preserving space-group operations, all at once
     keep = preserves_lattice(h, rotations)
-    rot_perms = []
-    for w, tau in zip(rotations[keep], translations[keep]):
-        perm = np.empty(m, dtype=np.int32)
-        for dd in range(d):
-            x = w @ parent.sites[dd] + tau
-            diff = x[None, :] - parent.sites
-            match = np.where(np.all(np.abs(diff - np.rint(diff)) < 1e-4, axis=1))[0]
-            if len(match) != 1:
-                raise RuntimeError("space-group operation does not map parent sites onto sites")
-            d2 = int(match[0])
-            v = np.rint(diff[d2]).astype(np.int64)
-            new = (reps @ w.T + v) @ left.T % s
-            perm[dd * n:(dd + 1) * n] = d2 * n + _flat(new, s)
-        rot_perms.append(perm)
-    rot = np.array(rot_perms, dtype=np.int32)
+    w = rotations[keep]                                              # (O, 3, 3)
+    x = np.einsum("oij,dj->odi", w, parent.sites) + translations[keep][:, None, :]
+    diff = x[:, :, None, :] - parent.sites[None, None, :, :]         # (O, d, d', 3)
+    hit = np.all(np.abs(diff - np.rint(diff)) < 1e-4, axis=-1)
+    if not np.all(hit.sum(axis=-1) == 1):
+        raise RuntimeError("space-group operation does not map parent sites onto sites")
+    target = np.argmax(hit, axis=-1)                                 # (O, d)
+    shift = np.rint(np.take_along_axis(diff, target[:, :, None, None], axis=2)[:, :, 0, :])
+    moved = np.einsum("oij,nj->oni", w, reps)[:, None, :, :] + shift[:, :, None, :].astype(
+        np.int64)                                                    # (O, d, n, 3)
+    labels = (moved @ left.T) % s
+    rot = (target[:, :, None] * n + _flat(labels, s)).reshape(len(w), m).astype(np.int32)
     full = rot[:, trans].reshape(-1, m)  # full[r*n + t][i] = rot[r][trans[t][i]]
     full = np.unique(full, axis=0)
     identity = np.arange(m, dtype=np.int32)

@@ -17,8 +17,58 @@ from __future__ import annotations
 from typing import Iterator, Sequence
 
 import numpy as np
+from numba import njit
 
 Matrix = np.ndarray  # 3×3 int64
+
+
+@njit(cache=True)
+def _egcd(x: int, y: int):
+    if x != 0 and y % x == 0:
+        return abs(x), (1 if x > 0 else -1), 0
+    old_r, r = x, y
+    old_s, s = 1, 0
+    old_t, t = 0, 1
+    while r != 0:
+        q = old_r // r
+        old_r, r = r, old_r - q * r
+        old_s, s = s, old_s - q * s
+        old_t, t = t, old_t - q * t
+    if old_r < 0:
+        return -old_r, -old_s, -old_t
+    return old_r, old_s, old_t
+
+
+@njit(cache=True)
+def _hnf_batch(mats: np.ndarray) -> np.ndarray:
+    """Column-style lower-triangular HNF of each non-singular (3, 3) matrix in mats (B, 3, 3)."""
+    out = mats.copy()
+    for b in range(out.shape[0]):
+        h = out[b]
+        for row, i, j in ((0, 0, 1), (0, 0, 2), (1, 1, 2)):
+            x = h[row, i]
+            y = h[row, j]
+            if y == 0:
+                continue
+            g, u, v = _egcd(x, y)
+            p, q = -(y // g), x // g
+            for r in range(3):
+                ci = h[r, i]
+                cj = h[r, j]
+                h[r, i] = u * ci + v * cj
+                h[r, j] = p * ci + q * cj
+        for k in range(3):
+            if h[k, k] < 0:
+                for r in range(3):
+                    h[r, k] = -h[r, k]
+        q = h[1, 0] // h[1, 1]
+        for r in range(3):
+            h[r, 0] -= q * h[r, 1]
+        for k in range(2):
+            q = h[2, k] // h[2, 2]
+            for r in range(3):
+                h[r, k] -= q * h[r, 2]
+    return out
 
 
 def hnfs_of_index(n: int) -> Iterator[Matrix]:
@@ -174,13 +224,14 @@ def unique_hnfs(n: int, rotations: np.ndarray) -> list[Matrix]:
     """
     seen: set[bytes] = set()
     out: list[Matrix] = []
+    rot = np.ascontiguousarray(rotations, dtype=np.int64)
     for h in hnfs_of_index(n):
         key = h.tobytes()
         if key in seen:
             continue
         out.append(h)
-        for w in rotations:
-            seen.add(hermite_normal_form(w @ h).tobytes())
+        for image in _hnf_batch(rot @ h):
+            seen.add(image.tobytes())
     return out
 
 
