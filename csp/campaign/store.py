@@ -88,6 +88,7 @@ CREATE TABLE IF NOT EXISTS reference_calls (
     structure TEXT,
     reason TEXT,
     seconds REAL,
+    steps INTEGER,
     workdir TEXT,
     created REAL NOT NULL
 );
@@ -147,6 +148,7 @@ class ReferenceRecord:
     atoms: Atoms | None
     reason: str
     seconds: float
+    steps: int = 0
 
     def to_atoms(self) -> Atoms:
         """The structure with its reference results attached (SinglePointCalculator)."""
@@ -393,12 +395,12 @@ class CampaignStore:
     # -- reference calls and training set ----------------------------------------------------
     def reference_call(self, key: str) -> ReferenceRecord | None:
         row = self._db.execute(
-            "SELECT id, key, kind, candidate_id, ok, energy, forces, stress, structure, reason, seconds"
+            "SELECT id, key, kind, candidate_id, ok, energy, forces, stress, structure, reason, seconds, steps"
             " FROM reference_calls WHERE key = ?", (key,)).fetchone()
         return None if row is None else self._record(row)
 
     def reference_calls(self, kind: str | None = None) -> list[ReferenceRecord]:
-        sql = ("SELECT id, key, kind, candidate_id, ok, energy, forces, stress, structure, reason, seconds"
+        sql = ("SELECT id, key, kind, candidate_id, ok, energy, forces, stress, structure, reason, seconds, steps"
                " FROM reference_calls")
         args: tuple = ()
         if kind is not None:
@@ -412,13 +414,14 @@ class CampaignStore:
             id=r[0], key=r[1], kind=r[2], candidate_id=r[3], ok=bool(r[4]), energy=r[5],
             forces=None if r[6] is None else np.array(json.loads(r[6]), dtype=float).reshape(-1, 3),
             stress=None if r[7] is None else np.array(json.loads(r[7]), dtype=float),
-            atoms=None if r[8] is None else atoms_from_json(r[8]), reason=r[9] or "", seconds=r[10] or 0.0)
+            atoms=None if r[8] is None else atoms_from_json(r[8]), reason=r[9] or "", seconds=r[10] or 0.0,
+            steps=r[11] or 0)
 
     def add_reference_call(self, key: str, kind: str, candidate_id: int | None, ok: bool,
                            atoms: Atoms | None = None, energy: float | None = None,
                            forces: np.ndarray | None = None, stress: np.ndarray | None = None,
                            reason: str = "", seconds: float = 0.0, workdir: str | None = None,
-                           training: tuple[int, int, str] | None = None) -> int:
+                           steps: int = 0, training: tuple[int, int, str] | None = None) -> int:
         """Record a reference call (idempotent on `key`: a second insert returns the first id).
 
         `training=(stage, round, source)` also adds a successful call to the training set,
@@ -430,12 +433,12 @@ class CampaignStore:
                 return int(row[0])
             cur = db.execute(
                 "INSERT INTO reference_calls (key, kind, candidate_id, ok, energy, forces, stress, structure,"
-                " reason, seconds, workdir, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " reason, seconds, steps, workdir, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (key, kind, None if candidate_id is None else int(candidate_id), int(bool(ok)),
                  None if energy is None else float(energy),
                  None if forces is None else json.dumps(np.asarray(forces, dtype=float).tolist()),
                  None if stress is None else json.dumps(np.asarray(stress, dtype=float).tolist()),
-                 None if atoms is None else atoms_to_json(atoms), reason, float(seconds), workdir,
+                 None if atoms is None else atoms_to_json(atoms), reason, float(seconds), int(steps), workdir,
                  time.time()))
             rid = int(cur.lastrowid)
             if training is not None and ok:
@@ -444,11 +447,12 @@ class CampaignStore:
             return rid
 
     def training_set(self) -> list[ReferenceRecord]:
-        """Every training configuration in insertion order."""
+        """Every training configuration, ordered by (stage, round, call key) — independent of
+        the order in which parallel reference calls finished."""
         rows = self._db.execute(
             "SELECT r.id, r.key, r.kind, r.candidate_id, r.ok, r.energy, r.forces, r.stress, r.structure,"
-            " r.reason, r.seconds FROM training t JOIN reference_calls r ON r.id = t.reference_call_id"
-            " ORDER BY t.id")
+            " r.reason, r.seconds, r.steps FROM training t JOIN reference_calls r ON r.id = t.reference_call_id"
+            " ORDER BY t.stage, t.round, r.key")
         return [self._record(r) for r in rows]
 
     def training_history(self) -> list[tuple[int, int, int]]:
@@ -465,6 +469,7 @@ class CampaignStore:
             "reference_single_points": q("SELECT COUNT(*) FROM reference_calls WHERE kind = 'single_point'"),
             "reference_relaxations": q("SELECT COUNT(*) FROM reference_calls WHERE kind = 'relax'"),
             "reference_failures": q("SELECT COUNT(*) FROM reference_calls WHERE ok = 0"),
+            "reference_relaxation_steps": q("SELECT COALESCE(SUM(steps), 0) FROM reference_calls WHERE kind = 'relax'"),
             "training_set": q("SELECT COUNT(*) FROM training"),
             "potentials": q("SELECT COUNT(*) FROM potentials"),
         }
