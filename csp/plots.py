@@ -116,7 +116,7 @@ def _binary(data: "ReportData", hull: "Hull") -> bytes:
     if hidden:
         title += f" ({hidden} above the plotted range)"
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="best")
     return _png(fig)
 
 
