@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -176,6 +177,11 @@ class Reference:
     def _call(self, operation: str, atoms: Atoms, workdir: Path) -> Outcome:
         start = time.time()
         workdir.mkdir(parents=True, exist_ok=True)
+        # a call repeated in the same directory (a resumed campaign) starts clean; the log keeps history
+        for old in workdir.glob("attempt-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        for name in ("output.extxyz", "outcome.json"):
+            (workdir / name).unlink(missing_ok=True)
         clean = atoms.copy()
         clean.calc = None
         try:

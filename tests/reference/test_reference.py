@@ -266,3 +266,15 @@ def test_candidate_provenance_in_info_is_harmless(tmp_path):
     for iso in ("inline", "process"):
         out = get_reference({"calculator": "emt", "isolation": iso}).single_point(atoms, tmp_path / iso)
         assert out.ok, out.reason
+
+
+def test_repeated_call_in_the_same_directory_starts_clean(tmp_path, flaky_path):
+    ref = get_reference({"calculator": "emt", "isolation": "process"})
+    first = ref.relax(_cu2(), tmp_path / "call")
+    again = ref.relax(_cu2(), tmp_path / "call")
+    frames = ase.io.read(tmp_path / "call" / "attempt-1" / "trajectory.extxyz", ":")
+    assert again.ok and again.steps == first.steps and len(frames) == again.steps + 1
+    dying = get_reference({"calculator": "flaky_calculators.DyingEMT", "isolation": "process"})
+    out = dying.relax(_cu2(), tmp_path / "call")  # no stale result.json may be taken for its result
+    assert not out.ok and out.kind == "crash" and not (tmp_path / "call" / "output.extxyz").exists()
+    assert (tmp_path / "call" / "reference.log").read_text().count("relax attempt 1") == 3
