@@ -8,7 +8,9 @@ Settings (YAML keys, with defaults):
   smearing: 0.1         width, eV.
   smearing_type: fermi-dirac   (or marzari-vanderbilt, methfessel-paxton)
   xc: PBE
-  spinpol: false
+  spinpol: false         spin-polarised calculation (needed for Fe, Co, Ni, Mn, Cr, ...).
+  magmom: 2.0           initial moment per atom, μB, used with spinpol when the structure
+                        carries no initial magnetic moments of its own.
   maxiter: 333          SCF iterations.
   mixer_beta: null      density-mixing fraction (GPAW's default when null).
   scf_energy: null      SCF energy convergence, eV per valence electron (GPAW's default when null).
@@ -43,6 +45,7 @@ DEFAULTS = {
     "smearing_type": "fermi-dirac",
     "xc": "PBE",
     "spinpol": False,
+    "magmom": 2.0,
     "maxiter": 333,
     "mixer_beta": None,
     "scf_energy": None,
@@ -66,6 +69,7 @@ def validate(params: dict, where: str) -> dict:
         "smearing_type": string(p["smearing_type"], f"{where}.smearing_type", SMEARINGS),
         "xc": string(p["xc"], f"{where}.xc"),
         "spinpol": boolean(p["spinpol"], f"{where}.spinpol"),
+        "magmom": number(p["magmom"], f"{where}.magmom"),
         "maxiter": integer(p["maxiter"], f"{where}.maxiter", lo=1),
         "mixer_beta": None if p["mixer_beta"] is None else number(p["mixer_beta"], f"{where}.mixer_beta", positive=True),
         "scf_energy": None if p["scf_energy"] is None else number(p["scf_energy"], f"{where}.scf_energy", positive=True),
@@ -101,6 +105,9 @@ def calculator_kwargs(params: dict, atoms: Atoms, directory: Path) -> dict:
         "maxiter": params["maxiter"],
         "txt": str(directory / "gpaw.txt"),
     }
+    if params["spinpol"]:
+        moments = atoms.get_initial_magnetic_moments()
+        kwargs["magmoms"] = [float(m) for m in moments] if moments.any() else [params["magmom"]] * len(atoms)
     if params["mixer_beta"] is not None:
         kwargs["mixer"] = {"beta": params["mixer_beta"]}
     if params["scf_energy"] is not None:

@@ -214,6 +214,13 @@ def test_gpaw_settings_map_to_gpaw_keywords(tmp_path):
     recip = np.linalg.norm(atoms.cell.reciprocal(), axis=1)
     assert kw["kpts"]["size"] == tuple(int(np.ceil(2 * np.pi * r * 3.0)) for r in recip)
     assert kw["kpts"]["gamma"] is True and kw["mode"] == {"name": "pw", "ecut": 400.0}
+    assert kw["spinpol"] is False and "magmoms" not in kw
+    spin = get_reference({"calculator": "gpaw", "spinpol": True, "magmom": 2.5}).parameters
+    fe = bulk("Fe", "bcc", a=2.83, cubic=True)
+    fe.set_initial_magnetic_moments(None)
+    assert backend.calculator_kwargs(spin, fe, tmp_path)["magmoms"] == [2.5, 2.5]
+    fe.set_initial_magnetic_moments([2.0, -2.0])  # the structure's own moments win
+    assert backend.calculator_kwargs(spin, fe, tmp_path)["magmoms"] == [2.0, -2.0]
 
 
 def test_vasp_configuration(tmp_path):
