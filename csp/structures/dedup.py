@@ -16,7 +16,8 @@ first gets cheap invariants and the matcher only sees pairs that agree on all of
    equivalent_atoms of a rattled supercell can split an orbit, which would split copies.
 
 A candidate pair whose spglib-standardised cells coincide up to an origin shift is a proven
-duplicate (fast path, `same_standard_cell`); otherwise StructureMatcher decides.
+duplicate (fast path, `same_standard_cell`); otherwise StructureMatcher decides, on spglib's
+idealised primitive cells (Niggli-reduced once per structure and cached) when available.
 
 The fingerprint lives in a grid hash over three of its components; a lookup probes the
 neighbouring grid cell whenever the query lies within `fp_tol` of a cell boundary, so two
@@ -140,6 +141,19 @@ class _Symmetry:
     lattice: np.ndarray | None      # standardised cell scaled to 1 Å³/atom (rows)
     frac: np.ndarray | None         # standardised fractional positions
     types: np.ndarray | None
+    prim_cell: tuple | None = None  # dataset pieces that define spglib's primitive cell
+    _primitive: object = None
+
+    @property
+    def primitive(self):
+        """The idealised primitive cell as a Niggli-reduced pymatgen Structure (cached)."""
+        if self._primitive is None and self.prim_cell is not None:
+            from pymatgen.core import Lattice, Structure
+
+            lat, frac, types = _primitive_cell(*self.prim_cell)
+            self._primitive = Structure(Lattice(lat), types.tolist(),
+                                        frac).get_reduced_structure()
+        return self._primitive
 
 
 def _symmetry(atoms: Atoms, symprec: float) -> _Symmetry:
@@ -150,11 +164,22 @@ def _symmetry(atoms: Atoms, symprec: float) -> _Symmetry:
         ds = None
     if ds is None:
         return _Symmetry((0,), None, None, None)
-    lattice = np.asarray(ds.std_lattice, dtype=float)
+    std_lattice = np.asarray(ds.std_lattice, dtype=float)
     types = np.asarray(ds.std_types)
-    lattice = lattice / (abs(np.linalg.det(lattice)) / len(types)) ** (1.0 / 3.0)
-    return _Symmetry((int(ds.number),), lattice,
-                     np.asarray(ds.std_positions, dtype=float) % 1.0, types)
+    std_frac = np.asarray(ds.std_positions, dtype=float) % 1.0
+    lattice = std_lattice / (abs(np.linalg.det(std_lattice)) / len(types)) ** (1.0 / 3.0)
+    prim = (np.asarray(ds.primitive_lattice, dtype=float), std_lattice, std_frac, types,
+            np.asarray(ds.std_mapping_to_primitive))
+    return _Symmetry((int(ds.number),), lattice, std_frac, types, prim)
+
+
+def _primitive_cell(prim_lattice, std_lattice, std_frac, types, mapping):
+    """spglib's idealised primitive cell (lattice, fractional positions, types) from the
+    standardised conventional cell and its mapping to the primitive one."""
+    _, first = np.unique(mapping, return_index=True)
+    cart = std_frac[first] @ std_lattice
+    frac = (cart @ np.linalg.inv(prim_lattice)) % 1.0
+    return prim_lattice, frac, types[first]
 
 
 def same_standard_cell(a: _Symmetry, b: _Symmetry, tol: float = 0.05) -> bool:
@@ -194,6 +219,20 @@ def space_group(atoms: Atoms, symprec: float = 0.1) -> int:
 
 
 @dataclass
+class _Bucket:
+    """Ids in one grid cell and their fingerprints as rows of a growing matrix."""
+
+    ids: list
+    fps: np.ndarray
+
+    def append(self, ident: int, fp: np.ndarray) -> None:
+        if len(self.ids) == len(self.fps):
+            self.fps = np.concatenate([self.fps, np.empty_like(self.fps)])
+        self.fps[len(self.ids)] = fp
+        self.ids.append(ident)
+
+
+@dataclass
 class _Entry:
     atoms: Atoms
     formula: tuple
@@ -224,6 +263,7 @@ class Deduplicator:
     _grid: dict = field(default_factory=dict, repr=False)
     _entries: list = field(default_factory=list, repr=False)
     _matcher: object = field(default=None, repr=False)
+    _prim_matcher: object = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         from pymatgen.analysis.structure_matcher import StructureMatcher
@@ -231,6 +271,10 @@ class Deduplicator:
         self._matcher = StructureMatcher(ltol=self.ltol, stol=self.stol,
                                          angle_tol=self.angle_tol, primitive_cell=True,
                                          scale=True, attempt_supercell=True)
+        # for pairs whose (cached) spglib primitive cells are compared directly
+        self._prim_matcher = StructureMatcher(ltol=self.ltol, stol=self.stol,
+                                              angle_tol=self.angle_tol, primitive_cell=False,
+                                              scale=True, attempt_supercell=False)
 
     def __len__(self) -> int:
         """Number of distinct structures seen so far."""
@@ -271,12 +315,16 @@ class Deduplicator:
         return entry.structure
 
     def _find(self, query: _Entry) -> int | None:
-        candidates: list[int] = []
+        ids, blocks = [], []
         for cell in self._cells(query.fp, probe=True):
-            candidates.extend(self._grid.get((query.formula, cell), ()))
-        if not candidates:
+            bucket = self._grid.get((query.formula, cell))
+            if bucket is not None:
+                ids.extend(bucket.ids)
+                blocks.append(bucket.fps[: len(bucket.ids)])
+        if not ids:
             return None
-        fps = np.array([self._entries[c].fp for c in candidates])
+        candidates = ids
+        fps = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
         diff = np.max(np.abs(fps - query.fp), axis=1)
         for idx in np.argsort(diff):
             if diff[idx] >= self.fp_tol:
@@ -288,7 +336,13 @@ class Deduplicator:
                 self.n_fast_matches += 1
                 return candidates[idx]
             self.n_matcher_calls += 1
-            if self._matcher.fit(self._structure(query), self._structure(other)):
+            pa, pb = self._sym(query).primitive, self._sym(other).primitive
+            if pa is not None and pb is not None:
+                same = len(pa) == len(pb) and self._prim_matcher.fit(
+                    pa, pb, skip_structure_reduction=True)
+            else:
+                same = self._matcher.fit(self._structure(query), self._structure(other))
+            if same:
                 return candidates[idx]
         return None
 
@@ -309,8 +363,11 @@ class Deduplicator:
         entry.atoms = atoms.copy()
         new_id = len(self._entries)
         self._entries.append(entry)
-        self._grid.setdefault((entry.formula, self._cells(entry.fp, probe=False)[0]),
-                              []).append(new_id)
+        key = (entry.formula, self._cells(entry.fp, probe=False)[0])
+        bucket = self._grid.get(key)
+        if bucket is None:
+            bucket = self._grid[key] = _Bucket([], np.empty((4, len(entry.fp))))
+        bucket.append(new_id, entry.fp)
         return new_id
 
 

@@ -142,3 +142,24 @@ def test_incremental_api_and_representatives():
     assert d.find(_disguise(b, rng)) == 1 and d.find(bulk("Cu")) is None
     assert len(d) == 2
     assert d.representative(1).get_chemical_formula() == b.get_chemical_formula()
+
+
+def test_cli_dedup(tmp_path, capsys):
+    import ase.io
+
+    from csp.cli import main
+
+    rng = np.random.default_rng(4)
+    pool = [_rocksalt(), _disguise(_rocksalt(), rng, supercell=(1, 2, 1)), _wurtzite(),
+            _disguise(_wurtzite(), rng), bulk("Cu", "fcc", a=3.6)]
+    src = tmp_path / "pool.extxyz"
+    ase.io.write(src, pool)
+    out = tmp_path / "distinct.extxyz"
+    assert main(["dedup", str(src), "-o", str(out)]) == 0
+    kept = ase.io.read(out, ":")
+    assert [a.get_chemical_formula() for a in kept] == ["ClNa", "O2Zn2", "Cu"]
+    assert [a.info["duplicates"] for a in kept] == [1, 1, 0]
+    assert main(["dedup", str(tmp_path / "missing.extxyz"), "-o", str(out)]) == 2
+    assert main(["dedup", str(src), "-o", str(out), "--symprec", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "csp: error:" in err
