@@ -240,18 +240,37 @@ def solve_linear(mtp: MTP, data: FitData, weights: Weights) -> MTP:
 
 # ---------------------------------------------------------------------------- fit
 
-def fit(init: MTP, training: Sequence, *, species: Sequence[str] | None = None,
+def _one_blas_thread():
+    """BLAS on these small matrices is fastest (and does not oversubscribe) on one thread."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scipy's usual stacks
+        import contextlib
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
+def fit(init: MTP, training: Sequence, **kwargs) -> FitResult:
+    """Train `init` on `training`; see _fit for the arguments (run with one BLAS thread)."""
+    with _one_blas_thread():
+        return _fit(init, training, **kwargs)
+
+
+def _fit(init: MTP, training: Sequence, *, species: Sequence[str] | None = None,
         energy_weight: float = 1.0, force_weight: float = 0.01, stress_weight: float = 0.001,
         regularization: float = 0.0, max_iter: int = 500, seed: int = 0, method: str = "varpro",
-        data: FitData | None = None, callback: Callable[[int, float], None] | None = None) -> FitResult:
+        n_starts: int = 1, start_iter: int = 50, data: FitData | None = None,
+        callback: Callable[[int, float], None] | None = None) -> FitResult:
     """Train `init` on `training` (Configurations, or ase.Atoms with `species` in type order).
 
     method "varpro" (default): BFGS over the radial coefficients only, the linear coefficients
     re-solved exactly at every step (variable projection; the gradient of the reduced loss is
     the adjoint gradient w.r.t. the radial coefficients, by the envelope theorem).
     method "lbfgs": L-BFGS over all parameters after one linear solve.
-    Deterministic: the seed is used only if the initial radial coefficients are all zero, to
-    draw them from U(-0.1, 0.1)."""
+    Multi-start (n_starts > 1): the initial radial coefficients and n_starts - 1 random draws
+    (U(-a, a), a the largest initial |coefficient| or 0.1, from `seed`) are each trained for
+    `start_iter` iterations; the best continues for the remaining iterations. Each start is
+    cheap because the linear coefficients are solved exactly. Deterministic for a seed."""
     if method not in ("varpro", "lbfgs"):
         raise InputError(f"unknown fit method {method!r} (varpro, lbfgs)")
     if data is None:
@@ -263,9 +282,30 @@ def fit(init: MTP, training: Sequence, *, species: Sequence[str] | None = None,
         raise InputError("training set has neither energies nor forces")
     weights = Weights(energy_weight, force_weight, stress_weight, regularization)
     mtp = init.copy()
+    rng = np.random.default_rng(seed)
+    amp = float(np.abs(mtp.radial_coeffs).max()) or 0.1
     if not np.any(mtp.radial_coeffs):
-        rng = np.random.default_rng(seed)
-        mtp.radial_coeffs = rng.uniform(-0.1, 0.1, size=mtp.radial_coeffs.shape)
+        mtp.radial_coeffs = rng.uniform(-amp, amp, size=mtp.radial_coeffs.shape)
+    if n_starts > 1 and max_iter > 0:
+        starts = [mtp.radial_coeffs.copy()] + [rng.uniform(-amp, amp, size=mtp.radial_coeffs.shape)
+                                               for _ in range(n_starts - 1)]
+        trials = []
+        for rc in starts:
+            trial = mtp.copy()
+            trial.radial_coeffs = rc
+            res = _fit(trial, [], energy_weight=energy_weight, force_weight=force_weight,
+                       stress_weight=stress_weight, regularization=regularization,
+                       max_iter=min(start_iter, max_iter), seed=seed, method=method, data=data)
+            trials.append(res)
+        best_trial = min(trials, key=lambda r: r.loss)
+        used = sum(r.n_iter for r in trials)
+        rest = _fit(best_trial.mtp, [], energy_weight=energy_weight, force_weight=force_weight,
+                    stress_weight=stress_weight, regularization=regularization,
+                    max_iter=max(max_iter - best_trial.n_iter, 0), seed=seed, method=method,
+                    data=data, callback=callback)
+        rest.n_iter += used
+        rest.history = best_trial.history + rest.history
+        return rest
     mtp = solve_linear(mtp, data, weights)
     obj = Objective(mtp, data, weights)
     history: list[float] = []
@@ -288,9 +328,16 @@ def fit(init: MTP, training: Sequence, *, species: Sequence[str] | None = None,
             if callback is not None:
                 callback(len(history), best["loss"])
 
-        res = scipy.optimize.minimize(reduced, mtp.radial_coeffs.ravel(), jac=True, method="BFGS",
-                                      callback=cb, options={"maxiter": int(max_iter), "gtol": 1e-14})
-        n_iter = int(res.nit)
+        # BFGS stops early when its line search loses precision; restart it (fresh Hessian)
+        # from the best point while iterations remain and the loss still decreases.
+        while n_iter < max_iter:
+            start = best["loss"]
+            res = scipy.optimize.minimize(reduced, best["mtp"].radial_coeffs.ravel(), jac=True,
+                                          method="BFGS", callback=cb,
+                                          options={"maxiter": int(max_iter - n_iter), "gtol": 1e-14})
+            n_iter += max(int(res.nit), 1)
+            if not best["loss"] < start * (1.0 - 1e-4):
+                break
         mtp = best["mtp"]
     elif max_iter > 0:
         def cb(xk):

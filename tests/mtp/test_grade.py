@@ -1,0 +1,105 @@
+"""Extrapolation grade: MaxVol properties, training structures grade <= 1, far structures >> 1,
+save/load gives identical grades, MLIP-like calc-grade output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+from csp.mtp.fit import fit
+from csp.mtp.grade import ActiveSet, active_set_path, grade
+from csp.mtp.io import atoms_to_cfg, read_cfg, read_mtp, write_cfg, write_mtp
+from csp.mtp.maxvol import maxvol
+
+CONF = Path("/work/shared/conformance/mtp")
+SPECIES = ["Cu", "Pd"]
+
+
+def cells(n, seed, symbols=("Cu",), scale=1.0, rattle=0.1):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        at = bulk("Cu", "fcc", a=3.61 * scale, cubic=True).repeat((2, 1, 1))
+        at.symbols = list(rng.choice(list(symbols), len(at)))
+        at.positions += rng.normal(0.0, rattle, at.positions.shape)
+        at.calc = EMT()
+        e, f, s = at.get_potential_energy(), at.get_forces(), at.get_stress()
+        at.calc = SinglePointCalculator(at, energy=e, forces=f, stress=s)
+        out.append(at)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A level-6 two-species basis trained on Cu-only EMT cells."""
+    mtp = read_mtp(CONF / "multi_06" / "pot.mtp")
+    mtp.species_count = 2
+    mtp.radial_coeffs = np.random.default_rng(0).uniform(-0.1, 0.1, (2, 2) + mtp.radial_coeffs.shape[2:])
+    mtp.species_coeffs = np.zeros(2)
+    mtp.moment_coeffs[:] = 0.0
+    mtp.metadata["csp_elements"] = "Cu Pd"
+    train = cells(30, seed=1)
+    res = fit(mtp, train, species=SPECIES, max_iter=40)
+    return res.mtp, train
+
+
+def test_maxvol_dominates_all_rows():
+    B = np.random.default_rng(0).normal(size=(200, 12))
+    rows = maxvol(B)
+    assert len(set(rows.tolist())) == 12
+    C = B @ np.linalg.inv(B[rows])
+    assert np.abs(C).max() <= 1 + 1e-8
+    # local optimality: no single swap increases |det|
+    det = abs(np.linalg.det(B[rows]))
+    for i in range(0, 200, 17):
+        for j in range(12):
+            r = rows.copy()
+            r[j] = i
+            assert abs(np.linalg.det(B[r])) <= det * (1 + 1e-8)
+
+
+@pytest.mark.parametrize("mode", ["neighborhood", "configuration"])
+def test_training_grades_at_most_one_far_structures_much_larger(trained, mode):
+    mtp, train = trained
+    aset = ActiveSet.build(mtp, train, mode=mode, species=SPECIES)
+    g_train = grade(mtp, aset, train, species=SPECIES)
+    assert g_train.max() <= 1.0 + 1e-8
+    assert np.isclose(g_train.max(), 1.0)  # the active rows themselves
+    near = grade(mtp, aset, cells(5, seed=99), species=SPECIES)
+    compressed = grade(mtp, aset, cells(3, seed=5, scale=0.7 ** (1 / 3)), species=SPECIES)
+    alloy = grade(mtp, aset, cells(3, seed=6, symbols=("Cu", "Pd")), species=SPECIES)
+    assert near.max() < 3.0
+    assert compressed.min() > 10.0
+    assert alloy.min() > 1e3
+
+
+def test_active_set_save_load_gives_identical_grades(trained, tmp_path):
+    mtp, train = trained
+    aset = ActiveSet.build(mtp, train, species=SPECIES)
+    probe = cells(4, seed=21, scale=0.95)
+    path = active_set_path(tmp_path / "pot.mtp")
+    aset.save(path)
+    again = ActiveSet.load(path)
+    g1, a1 = grade(mtp, aset, probe, species=SPECIES, per_atom=True)
+    g2, a2 = grade(mtp, again, probe, species=SPECIES, per_atom=True)
+    assert np.array_equal(g1, g2)
+    assert all(np.array_equal(x, y) for x, y in zip(a1, a2))
+    # and through the potential file round trip
+    write_mtp(mtp, tmp_path / "pot.mtp")
+    assert np.array_equal(grade(read_mtp(tmp_path / "pot.mtp"), again, probe, species=SPECIES), g1)
+
+
+def test_active_set_rejects_other_potential(trained):
+    from csp.errors import InputError
+
+    mtp, train = trained
+    aset = ActiveSet.build(mtp, train, species=SPECIES)
+    other = mtp.copy()
+    other.radial_coeffs = other.radial_coeffs * 1.01
+    with pytest.raises(InputError):
+        grade(other, aset, train[:1], species=SPECIES)
