@@ -67,6 +67,7 @@ class RelaxSettings:
     stress_tol: float = 0.1 * GPa
     max_steps: int = 500
     batch_size: int = 64
+    optimizer: str = "bfgs"
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class TrainingSettings:
     min_dist: float = 1.6
     max_dist: float = 5.0
     radial_basis_size: int = 8
+    sigma_energy_range: float = 0.5  # eV/atom: σ is measured on configurations this close to the lowest
 
 
 @dataclass(frozen=True)
@@ -348,7 +350,8 @@ def _prototypes(c: _Checker, value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-_RELAX_KEYS = ("fmax", "stress_tol", "max_steps", "batch_size")
+_RELAX_KEYS = ("fmax", "stress_tol", "max_steps", "batch_size", "optimizer")
+OPTIMIZERS = ("bfgs", "fire")
 
 
 def _relax(c: _Checker, value: Any, key: str, default: RelaxSettings) -> RelaxSettings:
@@ -358,7 +361,14 @@ def _relax(c: _Checker, value: Any, key: str, default: RelaxSettings) -> RelaxSe
         stress_tol=c.number(sec.get("stress_tol", default.stress_tol / GPa), f"{key}.stress_tol", positive=True) * GPa,
         max_steps=c.integer(sec.get("max_steps", default.max_steps), f"{key}.max_steps", lo=1),
         batch_size=c.integer(sec.get("batch_size", default.batch_size), f"{key}.batch_size", lo=1),
+        optimizer=_choice(c, sec.get("optimizer", default.optimizer), f"{key}.optimizer", OPTIMIZERS),
     )
+
+
+def _choice(c: _Checker, value: Any, key: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        c.fail(key, f"expected one of {', '.join(allowed)}, got {_show(value)}")
+    return value
 
 
 def _reference(c: _Checker, value: Any) -> ReferenceSettings:
@@ -433,6 +443,8 @@ def _screening(c: _Checker, value: Any) -> ScreeningSettings:
         max_dist=c.number(t.get("max_dist", td.max_dist), f"{tr_key}.max_dist", positive=True),
         radial_basis_size=c.integer(t.get("radial_basis_size", td.radial_basis_size),
                                     f"{tr_key}.radial_basis_size", lo=2, hi=32),
+        sigma_energy_range=c.number(t.get("sigma_energy_range", td.sigma_energy_range),
+                                    f"{tr_key}.sigma_energy_range", positive=True),
     )
     if training.max_dist <= training.min_dist:
         c.fail(f"{tr_key}.max_dist", f"must be greater than min_dist ({training.min_dist}), got {training.max_dist}")

@@ -1,0 +1,162 @@
+"""The campaign's view of the MTP: one place that calls the engine (csp.mtp) and the training /
+active-learning API, so the loop in `csp.learn` does not depend on their details.
+
+Types index `species` (the search's elements, in order); energies eV, σ in eV/atom.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from csp.relax import Evaluator, Grader, mtp_evaluator
+
+
+@dataclass
+class Trained:
+    """A trained potential as stored: MLIP text, σ (cross-validated RMSE of energy, eV/atom)."""
+
+    text: str
+    sigma: float
+    extra: dict = field(default_factory=dict)
+
+
+def dump(mtp) -> str:
+    """MLIP .mtp text of a potential."""
+    from csp.mtp.io import write_mtp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "pot.mtp")
+        write_mtp(mtp, path)
+        with open(path) as fh:
+            return fh.read()
+
+
+def load(text: str):
+    """Potential from its .mtp text."""
+    from csp.mtp.io import read_mtp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "pot.mtp")
+        with open(path, "w") as fh:
+            fh.write(text)
+        return read_mtp(path)
+
+
+def evaluator(mtp) -> Evaluator:
+    """Batched energies, forces, stresses (one numba call per relaxation step)."""
+    return mtp_evaluator(mtp)
+
+
+def init_potential(level: int, species: Sequence[str], settings, seed: int):
+    """An untrained potential of `level` for `species` (radial basis from the training settings)."""
+    from csp.mtp.contraction import init_mtp
+
+    return init_mtp(level, list(species), min_dist=settings.min_dist, max_dist=settings.max_dist,
+                    radial_basis_size=settings.radial_basis_size, seed=seed)
+
+
+def fold_task(args: tuple) -> np.ndarray:
+    """One cross-validation fold (a farm task): train on `train`, predict energies per atom
+    (eV/atom) of `held` with the potential."""
+    from csp.mtp.evaluate import Batch, calc_efs_batch
+    from csp.mtp.fit import fit
+
+    init, train_set, held, species, fit_kw, seed = args
+    mtp = fit(init, list(train_set), seed=seed, **fit_kw).mtp
+    batch = Batch.from_atoms(list(held), list(species))
+    return calc_efs_batch(mtp, batch).energies / np.diff(batch.offsets)
+
+
+def relevant(training: Sequence[Atoms], energy_range: float) -> np.ndarray:
+    """Mask of configurations within `energy_range` eV/atom of the lowest reference energy per
+    atom of the training set at the same composition (the domain the screening acts on)."""
+    keys, energies = [], []
+    for atoms in training:
+        syms = atoms.get_chemical_symbols()
+        keys.append(tuple(sorted((el, syms.count(el) / len(syms)) for el in set(syms))))
+        energies.append(atoms.get_potential_energy() / len(atoms))
+    lowest: dict[tuple, float] = {}
+    for k, e in zip(keys, energies):
+        lowest[k] = min(e, lowest.get(k, np.inf))
+    return np.array([e - lowest[k] <= energy_range for k, e in zip(keys, energies)])
+
+
+def cross_validated_sigma(init, training: Sequence[Atoms], species: Sequence[str], folds: int, seed: int,
+                          fit_kw: dict, energy_range: float, farm=None) -> tuple[float, float]:
+    """k-fold cross-validated RMSE of the energy per atom (eV/atom), folds trained in parallel on
+    the farm: (σ over the configurations within `energy_range` of the lowest energy at their
+    composition, RMSE over all configurations)."""
+    training = list(training)
+    K = len(training)
+    k = max(2, min(folds, K))
+    order = np.random.default_rng(seed).permutation(K)
+    parts = np.array_split(order, k)
+    items = []
+    for part in parts:
+        held = set(part.tolist())
+        items.append((init, [training[i] for i in range(K) if i not in held], [training[i] for i in part],
+                      list(species), fit_kw, seed))
+    preds = farm.map(fold_task, items) if farm is not None else [fold_task(it) for it in items]
+    err = np.empty(K)
+    for part, pred in zip(parts, preds):
+        for i, e in zip(part, pred):
+            err[i] = e - training[i].get_potential_energy() / len(training[i])
+    mask = relevant(training, energy_range)
+    sigma = float(np.sqrt(np.mean(err[mask] ** 2)))
+    return sigma, float(np.sqrt(np.mean(err ** 2)))
+
+
+def train(level: int, species: Sequence[str], training: Sequence[Atoms], settings, seed: int, farm=None) -> Trained:
+    """Fit a level-`level` potential to `training`, with σ from k-fold cross-validation."""
+    from csp.mtp.fit import fit
+
+    init = init_potential(level, species, settings, seed)
+    kw = dict(species=list(species), energy_weight=settings.energy_weight, force_weight=settings.force_weight,
+              stress_weight=settings.stress_weight, max_iter=settings.max_iter)
+    sigma, rmse_all = cross_validated_sigma(init, training, species, settings.cv_folds, seed, kw,
+                                            settings.sigma_energy_range, farm)
+    result = fit(init, list(training), seed=seed, **kw)
+    mtp = result.mtp
+    mtp.metadata["csp_cv_rmse_energy"] = repr(sigma)
+    errors = result.errors
+    extra = {"rmse_energy": errors.rmse_energy, "rmse_forces": errors.rmse_forces,
+             "rmse_stress": errors.rmse_stress, "n_iter": result.n_iter, "cv_rmse_energy_all": rmse_all}
+    return Trained(dump(mtp), sigma, extra)
+
+
+GRADE_MODE = "configuration"
+
+
+def active_set(mtp, training: Sequence[Atoms], species: Sequence[str]) -> Any:
+    """The MaxVol active set (configuration mode) of `mtp` over the training configurations."""
+    from csp.mtp.grade import ActiveSet
+
+    return ActiveSet.build(mtp, list(training), mode=GRADE_MODE, species=list(species))
+
+
+def grader(mtp, aset) -> Grader:
+    """Per-structure extrapolation grade γ of flat batches (periodic cells)."""
+    from csp.mtp.grade import grade as grade_structures
+    from csp.mtp.io import Configuration
+
+    def grade(cells, positions, types, offsets):
+        configs = [Configuration(cell=cells[b], positions=positions[offsets[b]:offsets[b + 1]],
+                                 types=types[offsets[b]:offsets[b + 1]]) for b in range(len(cells))]
+        return np.asarray(grade_structures(mtp, aset, configs), dtype=float)
+
+    return grade
+
+
+def select(mtp, aset, structures: Sequence[Atoms], n: int, species: Sequence[str]) -> list[int]:
+    """Indices (sorted) of at most `n` structures that most enlarge the active set's volume."""
+    from csp.mtp.select import select as maxvol_select
+
+    if not structures:
+        return []
+    return sorted(int(i) for i in maxvol_select(mtp, aset, list(structures), n, species=list(species)))
