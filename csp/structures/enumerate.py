@@ -284,9 +284,6 @@ def _plan(lattice, elements, max_atoms, min_atoms, concentrations, site_species,
         raise InputError(f"enumerate: no cell of parent '{parent.name}' ({d} sites) has "
                          f"between {min_atoms} and {max_atoms} atoms")
     limits = _concentration_limits(concentrations, elements)
-    if all_species:
-        k = len(elements)
-        limits = limits.copy()
     ok = False
     for n in sizes:
         minc, maxc = _count_limits(limits, n * d)

@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import Iterable
 
 import numpy as np
-from ase.data import atomic_numbers, chemical_symbols, reference_states
+from ase.data import atomic_numbers, reference_states
 
 from csp.errors import InputError
 
@@ -104,4 +104,4 @@ def vegard_volume(symbols: Iterable[str]) -> float:
     return total
 
 
-__all__ = ["atomic_volume", "vegard_volume", "atomic_volume_source", "chemical_symbols"]
+__all__ = ["atomic_volume", "vegard_volume", "atomic_volume_source"]

@@ -1,7 +1,6 @@
 """Deduplication: invariant keys, rounding-boundary safety, copies merged, different kept."""
 
 import numpy as np
-import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.filters import FrechetCellFilter

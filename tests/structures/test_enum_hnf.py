@@ -1,7 +1,5 @@
 """Hermite / Smith normal forms and symmetry-distinct superlattices (Hart & Forcade 2008)."""
 
-import itertools
-
 import numpy as np
 import pytest
 
