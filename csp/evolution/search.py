@@ -36,8 +36,8 @@ from csp.relax import Evaluator
 # list of structures -> (relaxed structures, total energies eV; NaN/None for a failed relaxation)
 RelaxFn = Callable[[list[Atoms]], tuple[Sequence[Atoms], Sequence[float | None]]]
 
-DEFAULT_FRACTIONS = {"heredity": 0.4, "softmode": 0.15, "lattice": 0.1, "permutation": 0.1,
-                     "transmutation": 0.15, "random": 0.1}
+DEFAULT_FRACTIONS = {"heredity": 0.3, "softmode": 0.25, "lattice": 0.15, "permutation": 0.1,
+                     "transmutation": 0.1, "random": 0.1}
 OPERATOR_NAMES = tuple(DEFAULT_FRACTIONS)
 
 
