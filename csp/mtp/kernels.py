@@ -55,24 +55,33 @@ def pack(mtp) -> tuple:
     t_j = np.ascontiguousarray(times[:, 1]) if len(times) else np.zeros(0, np.int64)
     t_w = np.ascontiguousarray(times[:, 2].astype(np.float64)) if len(times) else np.zeros(0)
     t_k = np.ascontiguousarray(times[:, 3]) if len(times) else np.zeros(0, np.int64)
+    # runs of basic moments with one mu and consecutive monomials: (start, mu, first monomial, length)
+    blocks = []
+    for n in range(len(basic_mu)):
+        if blocks and basic_mu[n] == blocks[-1][1] and basic_ang[n] == blocks[-1][2] + blocks[-1][3] \
+                and n == blocks[-1][0] + blocks[-1][3]:
+            blocks[-1][3] += 1
+        else:
+            blocks.append([n, int(basic_mu[n]), int(basic_ang[n]), 1])
+    blocks = np.array(blocks, np.int64).reshape(-1, 4)
     return (np.ascontiguousarray(mtp.radial_coeffs), np.ascontiguousarray(mtp.species_coeffs),
             np.ascontiguousarray(mtp.moment_coeffs), np.ascontiguousarray(mtp.alpha_moment_mapping),
-            basic_mu, basic_ang, t_i, t_j, t_w, t_k,
+            blocks, basic_ang, t_i, t_j, t_w, t_k,
             np.ascontiguousarray(powers.astype(np.float64)), parent, axis, lower,
             np.array([mtp.min_dist, mtp.max_dist, mtp.scaling]), int(mtp.alpha_moments_count))
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=True)
 def site_energy(ti, nn, rv, tj, P, S, grad):
     """Site energy V_i (eV) of a centre of type ti with nn neighbours (vectors rv[:nn], types
     tj[:nn]); writes dV_i/dr_ij into grad[:nn]. P = pack(mtp); S = scratch arrays (_scratch)."""
-    (rc, spc, mc, mapping, bmu, bang, t_i, t_j, t_w, t_k, pw, parent, axis, lower, geo, n_alpha) = P
+    (rc, spc, mc, mapping, blocks, basic_ang, t_i, t_j, t_w, t_k, pw, parent, axis, lower, geo, n_alpha) = P
     f, df, mono, m, g, gf, gang, T, dT = S
     rmin, rmax, scaling = geo[0], geo[1], geo[2]
     nmu = rc.shape[2]
     nb = rc.shape[3]
     n_ang = pw.shape[0]
-    n_basic = bmu.shape[0]
+    n_blocks = blocks.shape[0]
     inv_span = 1.0 / (rmax - rmin)
     for k in range(n_alpha):
         m[k] = 0.0
@@ -110,8 +119,11 @@ def site_energy(ti, nn, rv, tj, P, S, grad):
             ax = axis[a]
             uu = u0 if ax == 0 else (u1 if ax == 1 else u2)
             mono[q, a] = mono[q, parent[a]] * uu
-        for n in range(n_basic):
-            m[n] += f[q, bmu[n]] * mono[q, bang[n]]
+        for bl in range(n_blocks):
+            n0, mu, a0, ln = blocks[bl, 0], blocks[bl, 1], blocks[bl, 2], blocks[bl, 3]
+            fq = f[q, mu]
+            for c in range(ln):
+                m[n0 + c] += fq * mono[q, a0 + c]
     # contractions forward
     for t in range(t_k.shape[0]):
         m[t_k[t]] += t_w[t] * m[t_i[t]] * m[t_j[t]]
@@ -137,10 +149,15 @@ def site_energy(ti, nn, rv, tj, P, S, grad):
             gf[mu] = 0.0
         for a in range(n_ang):
             gang[a] = 0.0
-        for n in range(n_basic):
-            gn = g[n]
-            gf[bmu[n]] += gn * mono[q, bang[n]]
-            gang[bang[n]] += gn * f[q, bmu[n]]
+        for bl in range(n_blocks):
+            n0, mu, a0, ln = blocks[bl, 0], blocks[bl, 1], blocks[bl, 2], blocks[bl, 3]
+            fq = f[q, mu]
+            acc = 0.0
+            for c in range(ln):
+                gn = g[n0 + c]
+                acc += gn * mono[q, a0 + c]
+                gang[a0 + c] += gn * fq
+            gf[mu] += acc
         srad = 0.0
         for mu in range(nmu):
             srad += gf[mu] * df[q, mu]
