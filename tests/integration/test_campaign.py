@@ -1,0 +1,150 @@
+"""Acceptance tests of a whole campaign (EMT reference, tiny search): agreement with brute-force
+EMT relaxation of every candidate, SIGKILL + resume, and `mpirun -n 2` vs one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from csp.campaign.store import CampaignStore
+
+SEARCH = """
+name: tiny
+elements: [Cu, Pd]
+seed: 3
+candidates:
+  enumerate: {lattices: [fcc], max_atoms: 4}
+  prototypes: false
+reference:
+  calculator: emt
+  relax: {fmax: 0.01, max_steps: 300}
+screening:
+  stages:
+    - {level: 6, window: 4.0}
+    - {level: 8, window: 4.0}
+  active_learning: {initial_training: 10, max_rounds: 6, max_selected: 12}
+  relax: {fmax: 0.01, max_steps: 400}
+  training: {max_iter: 80, cv_folds: 3}
+"""
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+pytestmark = pytest.mark.slow
+
+
+def csp_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "csp", *args]
+
+
+def hull_of(run_dir: Path) -> list[dict]:
+    with CampaignStore(run_dir) as store:
+        return store.get_meta("hull")
+
+
+def counts_of(run_dir: Path) -> dict:
+    with CampaignStore(run_dir) as store:
+        return store.counts()
+
+
+def same_hull(a: list[dict], b: list[dict], tol: float = 1e-6) -> bool:
+    if [r["id"] for r in a] != [r["id"] for r in b]:
+        return False
+    return all(abs(x["energy_per_atom"] - y["energy_per_atom"]) < tol for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def search_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("search") / "tiny.yaml"
+    path.write_text(SEARCH)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference_run(search_file, tmp_path_factory) -> Path:
+    """One uninterrupted serial campaign, shared by the tests below."""
+    run_dir = tmp_path_factory.mktemp("serial") / "run"
+    proc = subprocess.run(csp_cmd("run", str(search_file), "--run-dir", str(run_dir), "--quiet"),
+                          capture_output=True, text=True, env=ENV, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "hull phases" in proc.stdout
+    return run_dir
+
+
+def test_campaign_agrees_with_brute_force(reference_run, capsys):
+    from csp.hull import HullEntry, build_hull
+    from csp.reference import get_reference
+
+    with CampaignStore(reference_run) as store:
+        candidates = store.candidates()
+        counts = store.counts()
+    ref = get_reference({"calculator": "emt", "relax": {"fmax": 0.01, "max_steps": 300}})
+    entries = []
+    brute_steps = 0
+    for cid, atoms in candidates:
+        out = ref.relax(atoms, reference_run / "brute" / str(cid))
+        assert out.ok, out.reason
+        brute_steps += out.steps + 1
+        entries.append(HullEntry.from_atoms(out.atoms, id=str(cid), energy=out.energy))
+    brute = build_hull(entries, ["Cu", "Pd"])
+    csp_hull = hull_of(reference_run)
+    mine = {tuple(sorted(r["composition"].items())): r for r in csp_hull}
+    for row in brute.stable():
+        key = tuple(sorted(row.composition.items()))
+        assert key in mine, f"brute-force hull phase {row.formula} missing from csp's hull"
+        assert abs(mine[key]["energy_per_atom"] - row.energy_per_atom) < 1e-3
+    assert len(mine) == len(brute.stable())
+    # reference energy+force evaluations: a single point is one, a relaxation one per step plus the start
+    csp_evals = (counts["reference_single_points"] + counts["reference_relaxation_steps"]
+                 + counts["reference_relaxations"])
+    with capsys.disabled():
+        print(f"\nreference: csp {counts['reference_single_points']} single points + "
+              f"{counts['reference_relaxations']} relaxations = {csp_evals} evaluations; brute force "
+              f"{len(candidates)} relaxations = {brute_steps} evaluations; "
+              f"hull phases {[r['formula'] for r in csp_hull]}")
+    assert counts["reference_relaxations"] <= len(candidates)
+    assert csp_evals < brute_steps
+    report = json.loads((reference_run / "report" / "hull.json").read_text())
+    assert sorted(p["formula"] for p in report["hull_phases"]) == sorted(r["formula"] for r in csp_hull)
+
+
+def test_sigkill_and_resume_give_the_same_campaign(reference_run, search_file, tmp_path):
+    run_dir = tmp_path / "run"
+    rng = np.random.default_rng(11)
+    kills = 0
+    for attempt in range(4):
+        proc = subprocess.Popen(csp_cmd("run", str(search_file), "--run-dir", str(run_dir), "--quiet"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+        if attempt < 3:
+            deadline = time.time() + rng.uniform(4.0, 14.0)
+            while time.time() < deadline and proc.poll() is None:
+                time.sleep(0.05)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+        proc.wait(timeout=600)
+        if attempt == 3:
+            assert proc.returncode == 0, proc.stderr.read()[-3000:]
+        with CampaignStore(run_dir) as store:
+            assert store.integrity_ok()
+    assert kills >= 1
+    assert same_hull(hull_of(run_dir), hull_of(reference_run))
+    assert counts_of(run_dir) == counts_of(reference_run)
+
+
+def test_mpirun_two_ranks_same_hull(reference_run, search_file, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(["mpirun", "-n", "2", *csp_cmd("run", str(search_file), "--run-dir", str(run_dir),
+                                                          "--quiet")],
+                          capture_output=True, text=True, env=ENV, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert same_hull(hull_of(run_dir), hull_of(reference_run))
+    assert counts_of(run_dir) == counts_of(reference_run)
+    status = subprocess.run(csp_cmd("status", str(run_dir)), capture_output=True, text=True, env=ENV)
+    assert status.returncode == 0 and "state: finished" in status.stdout
