@@ -275,14 +275,17 @@ class SoftMutation(Operator):
     eigenvectors of the Hessian (translations excluded; finite differences of the forces of
     `evaluate`, one batched call), with a random sign and a largest atomic displacement drawn
     from `amplitude` (Å), halved until the child is valid. The cell is unchanged. Hessians are
-    cached per parent id. ``info``: soft_mode (index), soft_mode_curvature (eV/Å²)."""
+    cached per parent id. `species`: the type order `evaluate` expects (default: the space's
+    elements). ``info``: soft_mode (index), soft_mode_curvature (eV/Å²)."""
 
     name = "softmode"
 
     def __init__(self, space: SearchSpace, evaluate: Evaluator, max_tries: int = 10, n_modes: int = 3,
-                 amplitude: tuple[float, float] = (0.3, 0.8), step: float = 0.01, cache_size: int = 256):
+                 amplitude: tuple[float, float] = (0.3, 0.8), step: float = 0.01, cache_size: int = 256,
+                 species: Sequence[str] | None = None):
         super().__init__(space, max_tries)
         self.evaluate = evaluate
+        self.species = tuple(space.elements if species is None else species)  # type order of `evaluate`
         self.n_modes = int(n_modes)
         self.amplitude = amplitude
         self.step = float(step)
@@ -294,7 +297,7 @@ class SoftMutation(Operator):
         key = parent.info.get("id")
         if key is not None and key in self._cache:
             return self._cache[key]
-        h = hessian(parent, self.evaluate, self.space.elements, self.step)
+        h = hessian(parent, self.evaluate, self.species, self.step)
         result = soft_modes(h)
         if key is not None:
             if len(self._cache) >= self._cache_size:

@@ -153,10 +153,11 @@ class EvolutionResult:
         return {k: (v[0], v[1]) for k, v in out.items()}
 
 
-def build_operators(space: SearchSpace, settings: EvolutionSettings,
-                    evaluate: Evaluator | None = None) -> dict[str, tuple[Operator, float]]:
+def build_operators(space: SearchSpace, settings: EvolutionSettings, evaluate: Evaluator | None = None,
+                    species: Sequence[str] | None = None) -> dict[str, tuple[Operator, float]]:
     """Operator instances with their normalised fractions (operators with fraction 0 omitted;
-    transmutation is dropped for a fixed composition). `evaluate` is needed for softmode."""
+    transmutation is dropped for a fixed composition). `evaluate` (types in the order of `species`,
+    default the space's elements) is needed for softmode."""
     fr = {k: float(v) for k, v in settings.fractions.items() if v > 0}
     if not space.variable:
         fr.pop("transmutation", None)
@@ -167,7 +168,7 @@ def build_operators(space: SearchSpace, settings: EvolutionSettings,
             "permutation": lambda: Permutation(space),
             "transmutation": lambda: Transmutation(space),
             "softmode": lambda: SoftMutation(space, evaluate, n_modes=settings.softmode_modes,
-                                             amplitude=settings.softmode_amplitude),
+                                             amplitude=settings.softmode_amplitude, species=species),
             "random": lambda: RandomFresh(space, max_tries=5)}
     total = sum(fr.values())
     return {name: (make[name](), fr[name] / total) for name in OPERATOR_NAMES if name in fr}
@@ -195,9 +196,9 @@ def endpoint_seeds(space: SearchSpace, seeds: Sequence[Atoms]) -> list[Atoms]:
 
 
 class _Search:
-    def __init__(self, space, relax, settings, seed, evaluate, lineage, known, log):
+    def __init__(self, space, relax, settings, seed, evaluate, species, lineage, known, log):
         self.space, self.relax, self.settings, self.seed = space, relax, settings, int(seed)
-        self.ops = build_operators(space, settings, evaluate)
+        self.ops = build_operators(space, settings, evaluate, species)
         self.lineage = lineage
         self.known = dict(known or {})
         self.log = log
@@ -329,7 +330,8 @@ class _Search:
 
 
 def evolve(seeds: Sequence[Atoms], relax: RelaxFn, space: SearchSpace, settings: EvolutionSettings = EvolutionSettings(),
-           *, seed: int = 0, evaluate: Evaluator | None = None, lineage: LineageSink | None = None,
+           *, seed: int = 0, evaluate: Evaluator | None = None, species: Sequence[str] | None = None,
+           lineage: LineageSink | None = None,
            known: Mapping[str, Individual] | None = None,
            log: Callable[[str], None] = lambda msg: None) -> EvolutionResult:
     """Run the evolutionary search (see module doc).
@@ -337,11 +339,12 @@ def evolve(seeds: Sequence[Atoms], relax: RelaxFn, space: SearchSpace, settings:
     seeds: first-generation structures (those outside `space` are skipped; pure-element end
     members are added when missing). relax: list of Atoms -> (relaxed Atoms, total energies eV,
     NaN/None = failed), called once per generation with all new structures. evaluate: a batched
-    `csp.relax.Evaluator` for the soft-mode Hessians (e.g. `csp.relax.mtp_evaluator(mtp)`).
+    `csp.relax.Evaluator` for the soft-mode Hessians (e.g. `csp.relax.mtp_evaluator(mtp)`), whose
+    type indices follow `species` (default: the space's elements; for an MTP, its species order).
     lineage: receives every newly evaluated Individual and each GenerationStats. known: id ->
     Individual already evaluated (resume). log: one-line progress messages.
     """
-    s = _Search(space, relax, settings, seed, evaluate, lineage, known, log)
+    s = _Search(space, relax, settings, seed, evaluate, species, lineage, known, log)
     history = [s.first_generation(seeds)]
     population = niche_select(s.evaluated, settings.population_size, settings.niche_tol)
     log(f"evolution: generation 0: {len(s.evaluated)} seeds evaluated, hull "
