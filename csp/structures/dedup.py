@@ -12,7 +12,9 @@ first gets cheap invariants and the matcher only sees pairs that agree on all of
    under rotation, translation, atom order, supercells and isotropic scaling; continuous in
    the atomic positions;
 3. spglib space group at `symprec` (0.1 Å) (computed only when 1–2 leave a candidate: spglib
-   is the expensive step). Orbit (Wyckoff) multiplicities are not used: spglib's
+   is the expensive step). spglib occasionally reports a lower group for a slightly noisy
+   copy, so the nearest candidate (fingerprint within fp_tol/2) of another space group also
+   gets one StructureMatcher comparison. Orbit (Wyckoff) multiplicities are not used: spglib's
    equivalent_atoms of a rattled supercell can split an orbit, which would split copies.
 
 A candidate pair whose spglib-standardised cells coincide up to an origin shift is a proven
@@ -168,14 +170,21 @@ def _symmetry(atoms: Atoms, symprec: float) -> _Symmetry:
     types = np.asarray(ds.std_types)
     std_frac = np.asarray(ds.std_positions, dtype=float) % 1.0
     lattice = std_lattice / (abs(np.linalg.det(std_lattice)) / len(types)) ** (1.0 / 3.0)
-    prim = (np.asarray(ds.primitive_lattice, dtype=float), std_lattice, std_frac, types,
-            np.asarray(ds.std_mapping_to_primitive))
+    # ds.primitive_lattice is in the input frame: rotate it to the standard frame
+    prim_lattice = np.asarray(ds.primitive_lattice, dtype=float) @ np.asarray(
+        ds.std_rotation_matrix, dtype=float).T
+    prim = (prim_lattice, std_lattice, std_frac, types, np.asarray(ds.std_mapping_to_primitive))
     return _Symmetry((int(ds.number),), lattice, std_frac, types, prim)
 
 
 def _primitive_cell(prim_lattice, std_lattice, std_frac, types, mapping):
     """spglib's idealised primitive cell (lattice, fractional positions, types) from the
-    standardised conventional cell and its mapping to the primitive one."""
+    standardised conventional cell and its mapping to the primitive one.
+
+    The primitive vectors are the centring combinations (multiples of 1/6) of the idealised
+    standard vectors nearest to the (rotated, non-idealised) primitive lattice."""
+    centring = np.rint(prim_lattice @ np.linalg.inv(std_lattice) * 6.0) / 6.0
+    prim_lattice = centring @ std_lattice
     _, first = np.unique(mapping, return_index=True)
     cart = std_frac[first] @ std_lattice
     frac = (cart @ np.linalg.inv(prim_lattice)) % 1.0
@@ -260,6 +269,7 @@ class Deduplicator:
     n_matcher_calls: int = 0
     n_symmetry_calls: int = 0
     n_fast_matches: int = 0
+    n_symmetry_rescues: int = 0
     _grid: dict = field(default_factory=dict, repr=False)
     _entries: list = field(default_factory=list, repr=False)
     _matcher: object = field(default=None, repr=False)
@@ -326,11 +336,14 @@ class Deduplicator:
         candidates = ids
         fps = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
         diff = np.max(np.abs(fps - query.fp), axis=1)
+        other_symmetry = None  # nearest candidate whose detected space group differs
         for idx in np.argsort(diff):
             if diff[idx] >= self.fp_tol:
                 break
             other = self._entries[candidates[idx]]
             if self._sym(other).key != self._sym(query).key:
+                if other_symmetry is None:
+                    other_symmetry = idx
                 continue
             if same_standard_cell(self._sym(other), self._sym(query)):
                 self.n_fast_matches += 1
@@ -344,6 +357,14 @@ class Deduplicator:
                 same = self._matcher.fit(self._structure(query), self._structure(other))
             if same:
                 return candidates[idx]
+        # spglib can lose symmetry on a slightly noisy copy (its tolerance fallback): give the
+        # nearest candidate of another space group one full StructureMatcher comparison
+        if other_symmetry is not None and diff[other_symmetry] < 0.5 * self.fp_tol:
+            other = self._entries[candidates[other_symmetry]]
+            self.n_matcher_calls += 1
+            if self._matcher.fit(self._structure(query), self._structure(other)):
+                self.n_symmetry_rescues += 1
+                return candidates[other_symmetry]
         return None
 
     def find(self, atoms: Atoms) -> int | None:
