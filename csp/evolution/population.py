@@ -34,6 +34,7 @@ class Individual:
     parents: tuple[str, ...] = ()
     fitness: float = np.inf
     _fp: np.ndarray | None = field(default=None, repr=False)
+    _formula: str | None = field(default=None, repr=False)
 
     @property
     def energy_per_atom(self) -> float:
@@ -42,7 +43,9 @@ class Individual:
     @property
     def formula(self) -> str:
         """Reduced formula (pymatgen), e.g. 'Cu3Au'."""
-        return Composition(self.atoms.get_chemical_formula()).reduced_formula
+        if self._formula is None:
+            self._formula = Composition(self.atoms.get_chemical_formula()).reduced_formula
+        return self._formula
 
     @property
     def fingerprint(self) -> np.ndarray:
@@ -52,15 +55,25 @@ class Individual:
 
 
 def hull_of(individuals: Sequence[Individual], elements: Sequence[str]) -> Hull:
-    """Convex hull of the individuals' energies in the space of `elements`."""
-    entries = [HullEntry.from_atoms(ind.atoms, id=ind.id, energy=ind.energy) for ind in individuals]
+    """Convex hull (eV/atom) in the space of `elements`, built from the lowest-energy individual
+    of each reduced composition (the others cannot be vertices; pymatgen's cost grows with entries)."""
+    best: dict[str, Individual] = {}
+    for ind in individuals:
+        cur = best.get(ind.formula)
+        if cur is None or ind.energy_per_atom < cur.energy_per_atom:
+            best[ind.formula] = ind
+    entries = [HullEntry.from_atoms(ind.atoms, id=ind.id, energy=ind.energy) for ind in best.values()]
     return build_hull(entries, elements=list(elements))
 
 
 def assign_fitness(individuals: Sequence[Individual], hull: Hull) -> None:
-    """Set `fitness` = e_above_hull (eV/atom) of each individual from a hull that contains it."""
+    """Set `fitness` = energy per atom above the hull at the individual's composition (eV/atom)."""
+    cache: dict[str, float] = {}
     for ind in individuals:
-        ind.fitness = float(hull.row(ind.id).e_above_hull)
+        if ind.formula not in cache:
+            comp = Composition(ind.atoms.get_chemical_formula())
+            cache[ind.formula] = float(hull.phase_diagram.get_hull_energy_per_atom(comp))
+        ind.fitness = max(0.0, ind.energy_per_atom - cache[ind.formula])
 
 
 def rank(individuals: Sequence[Individual]) -> list[Individual]:
@@ -79,11 +92,14 @@ def same_niche(a: Individual, b: Individual, tol: float) -> bool:
 def niche_select(individuals: Sequence[Individual], size: int, tol: float = 0.3) -> list[Individual]:
     """Up to `size` fittest individuals, at most one per niche (see module doc)."""
     kept: list[Individual] = []
+    by_formula: dict[str, list[Individual]] = {}
     for ind in rank(individuals):
         if len(kept) >= size:
             break
-        if not any(same_niche(ind, k, tol) for k in kept):
+        same = by_formula.setdefault(ind.formula, [])
+        if not any(same_niche(ind, k, tol) for k in same):
             kept.append(ind)
+            same.append(ind)
     return kept
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
+import spglib
 from ase import Atoms
 from ase.data import atomic_numbers, covalent_radii
 from ase.geometry import minkowski_reduce
@@ -131,9 +132,17 @@ class SearchSpace:
         return _angles_ok(rcell) and _distance_ratio(rcell, frac, atoms.numbers, self.distance_factor) >= 1.0
 
 
+def reduce_cell(cell: np.ndarray) -> np.ndarray:
+    """A Niggli-reduced basis (spglib, C) of the same lattice; Minkowski (ASE) if spglib fails."""
+    rcell = spglib.niggli_reduce(np.asarray(cell, float))
+    if rcell is None:
+        rcell, _ = minkowski_reduce(cell)
+    return np.asarray(rcell, float)
+
+
 def reduced(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
-    """(Minkowski-reduced cell (3,3) Å, fractional coordinates in [0,1)) of the same crystal."""
-    rcell, _ = minkowski_reduce(atoms.cell.array)
+    """(Niggli-reduced cell (3,3) Å, fractional coordinates in [0,1)) of the same crystal."""
+    rcell = reduce_cell(atoms.cell.array)
     frac = np.linalg.solve(rcell.T, atoms.positions.T).T
     return rcell, frac - np.floor(frac)
 
@@ -179,9 +188,9 @@ def _angles_ok(rcell: np.ndarray, min_angle: float = 30.0) -> bool:
 
 
 def cell_ok(cell: np.ndarray, min_angle: float = 30.0) -> bool:
-    """A non-degenerate cell: every angle of its Minkowski-reduced form within
+    """A non-degenerate cell: every angle of its Niggli-reduced form within
     [min_angle, 180 − min_angle] degrees."""
     cell = np.asarray(cell, float)
     if not np.all(np.isfinite(cell)) or abs(np.linalg.det(cell)) < 1e-6:
         return False
-    return _angles_ok(minkowski_reduce(cell)[0], min_angle)
+    return _angles_ok(reduce_cell(cell), min_angle)
