@@ -29,7 +29,7 @@ from csp.evolution.operators import (Heredity, LatticeMutation, Operator, Permut
                                      SoftMutation, Transmutation)
 from csp.evolution.population import (Individual, assign_fitness, hull_of, niche_select, rank,
                                       tournament)
-from csp.evolution.space import SearchSpace
+from csp.evolution.space import SearchSpace, min_distance_ratio
 from csp.hull import Hull
 from csp.relax import Evaluator
 
@@ -39,6 +39,7 @@ RelaxFn = Callable[[list[Atoms]], tuple[Sequence[Atoms], Sequence[float | None]]
 DEFAULT_FRACTIONS = {"heredity": 0.3, "softmode": 0.25, "lattice": 0.15, "permutation": 0.1,
                      "transmutation": 0.1, "random": 0.1}
 OPERATOR_NAMES = tuple(DEFAULT_FRACTIONS)
+COLLAPSE_FACTOR = 0.5   # a relaxed structure with d_ij < 0.5 (r_i + r_j) counts as a failed relaxation
 
 
 class LineageSink(Protocol):
@@ -220,8 +221,9 @@ class _Search:
                 ind = self.known[ident]
             else:
                 r, e = relaxed[ident]
-                if e is None or not np.isfinite(e) or not set(r.get_chemical_symbols()) <= set(self.space.elements):
-                    failed += 1
+                if (e is None or not np.isfinite(e) or not set(r.get_chemical_symbols()) <= set(self.space.elements)
+                        or len(r) != len(atoms) or min_distance_ratio(r, COLLAPSE_FACTOR) < 1.0):
+                    failed += 1          # failed, or collapsed: atoms closer than half the covalent sum
                     continue
                 r = r.copy()
                 r.calc = None

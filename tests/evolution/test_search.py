@@ -152,3 +152,18 @@ def test_fixed_composition_fitness_relative_to_best():
     assert all(i.operator != "transmutation" for i in res.individuals)
     best = min(i.energy_per_atom for i in res.individuals)
     assert all(i.fitness == pytest.approx(i.energy_per_atom - best) for i in res.individuals)
+
+
+def test_failed_and_collapsed_relaxations_are_dropped(seeds):
+    def flaky(structures):
+        out, energies = emt_single_points(structures)
+        energies[0] = float("nan")                      # a failed relaxation
+        out[1].positions[1] = out[1].positions[0] + 0.2  # a potential that collapsed two atoms
+        return out, energies
+
+    sink = MemoryLineage()
+    res = evolve(seeds, flaky, SearchSpace(ELEMENTS, max_atoms=6), SETTINGS, seed=7, lineage=sink)
+    assert [g.n_failed_relax for g in sink.generations] == [2, 2, 2, 2]
+    ids = {i.id for i in res.individuals}
+    assert "g0-0" not in ids and "g0-1" not in ids and "g1-0" not in ids and "g1-1" not in ids
+    assert len(res.individuals) == sum(g.n_new for g in sink.generations)
