@@ -86,6 +86,15 @@ SUBVERBS = [
     ("calc-efs", "compute energy, forces and stress of configurations", _calc_efs_arguments, _calc_efs_run),
 ]
 
+# training and active learning (logic in csp/mtp/training_cli.py)
+from csp.mtp import training_cli as _tc  # noqa: E402
+
+SUBVERBS += [
+    ("train", "fit a potential to energies, forces, stresses (prints RMSE/MAE)", _tc.add_train_arguments, _tc.run_train),
+    ("calc-grade", "extrapolation grades (MV_grade, nbh_grades) w.r.t. a training set", _tc.add_grade_arguments, _tc.run_grade),
+    ("select-add", "select the candidates that most enlarge the active set (MaxVol)", _tc.add_select_arguments, _tc.run_select),
+]
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="mtp_command", metavar="SUBVERB", parser_class=type(parser))

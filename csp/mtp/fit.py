@@ -163,17 +163,15 @@ class Objective:
 
 # ---------------------------------------------------------------------------- linear part
 
-def normal_equations(mtp: MTP, data: FitData, weights: Weights,
-                     max_rows: int = 20000) -> tuple[np.ndarray, np.ndarray]:
-    """(A^T A, A^T y) of the loss restricted to the linear coefficients [species, moment] at
-    the radial coefficients of `mtp` (rows built in chunks of at most `max_rows`)."""
-    S, nsc = mtp.species_count, mtp.alpha_scalar_moments
-    nlin = S + nsc
+def weighted_rows(mtp: MTP, data: FitData, weights: Weights, max_rows: int = 20000):
+    """Yield chunks (A, y) of the weighted linear least-squares rows of the loss restricted to
+    the linear coefficients [species, moment] at the radial coefficients of `mtp`:
+    sum over chunks of |A x - y|^2 = K * (loss without regularisation)."""
+    S = mtp.species_count
+    nlin = S + mtp.alpha_scalar_moments
     n = data.natoms
     rows_per = 1 + 3 * n + 6
     row_off = np.concatenate([[0], np.cumsum(rows_per)]).astype(np.int64)
-    ata = np.zeros((nlin, nlin))
-    aty = np.zeros(nlin)
     we, wf, ws = weights.energy, weights.forces, weights.stress
     c0 = 0
     K = data.n_configs
@@ -203,35 +201,49 @@ def normal_equations(mtp: MTP, data: FitData, weights: Weights,
                 sw[r0 + 1 + 3 * N:r0 + 4 + 3 * N] = np.sqrt(ws / N)
                 sw[r0 + 4 + 3 * N:r0 + 7 + 3 * N] = np.sqrt(2 * ws / N)
                 y[r0 + 1 + 3 * N:r0 + 7 + 3 * N] = matrix_to_voigt(data.w_ref[c])
-        A = rows * sw[:, None]
-        ata += A.T @ A
-        aty += A.T @ (y * sw)
+        yield rows * sw[:, None], y * sw
         c0 = c1
-    ata /= max(K, 1)
-    aty /= max(K, 1)
+
+
+def normal_equations(mtp: MTP, data: FitData, weights: Weights) -> tuple[np.ndarray, np.ndarray]:
+    """(A^T A, A^T y) / K (+ regularisation) of the linear part of the loss."""
+    nlin = mtp.species_count + mtp.alpha_scalar_moments
+    ata, aty = np.zeros((nlin, nlin)), np.zeros(nlin)
+    for A, y in weighted_rows(mtp, data, weights):
+        ata += A.T @ A
+        aty += A.T @ y
+    K = max(data.n_configs, 1)
+    ata /= K
+    aty /= K
     if weights.regularization:
-        ata[S:, S:] += weights.regularization * np.eye(nsc)
+        S = mtp.species_count
+        ata[S:, S:] += weights.regularization * np.eye(nlin - S)
     return ata, aty
 
 
 def solve_linear(mtp: MTP, data: FitData, weights: Weights) -> MTP:
     """A copy of `mtp` whose species and moment coefficients minimise the loss exactly at its
-    radial coefficients (weighted linear least squares via the normal equations)."""
-    ata, aty = normal_equations(mtp, data, weights)
+    radial coefficients: weighted linear least squares by a chunked (TSQR) QR factorisation of
+    the rows (no normal equations: their squared condition number would make the reduced loss
+    of the variable-projection fit noisy). Columns never touched (absent species) keep their value."""
     S = mtp.species_count
+    nlin = S + mtp.alpha_scalar_moments
+    K = max(data.n_configs, 1)
+    R = np.zeros((0, nlin + 1))
+    colsq = np.zeros(nlin)
+    for A, y in weighted_rows(mtp, data, weights):
+        colsq += np.sum(A * A, axis=0)
+        R = scipy.linalg.qr(np.vstack([R, np.hstack([A, y[:, None]])]), mode="r", check_finite=False)[0]
+        R = R[:min(R.shape[0], nlin + 1)]
+    if weights.regularization:
+        reg = np.zeros((nlin - S, nlin + 1))
+        reg[:, S:nlin] = np.sqrt(K * weights.regularization) * np.eye(nlin - S)
+        R = scipy.linalg.qr(np.vstack([R, reg]), mode="r", check_finite=False)[0][:nlin + 1]
     x = np.concatenate([mtp.species_coeffs, mtp.moment_coeffs])
-    diag = np.diag(ata).copy()
-    free = diag > 1e-300
+    free = colsq > 0
     if free.any():
-        d = 1.0 / np.sqrt(diag[free])
-        M = ata[np.ix_(free, free)] * d[:, None] * d[None, :]
-        rhs = (aty[free] - ata[np.ix_(free, ~free)] @ x[~free]) * d
-        M[np.diag_indices_from(M)] += 1e-12
-        try:
-            z = scipy.linalg.solve(M, rhs, assume_a="pos")
-        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
-            z = scipy.linalg.lstsq(M, rhs)[0]
-        x[free] = z * d
+        z = scipy.linalg.lstsq(R[:, :nlin][:, free], R[:, nlin], check_finite=False)[0]
+        x[free] = z
     out = mtp.copy()
     out.species_coeffs = x[:S].copy()
     out.moment_coeffs = x[S:].copy()
@@ -239,6 +251,40 @@ def solve_linear(mtp: MTP, data: FitData, weights: Weights) -> MTP:
 
 
 # ---------------------------------------------------------------------------- fit
+
+def radial_moment_rms(mtp: MTP, data: FitData) -> np.ndarray:
+    """RMS over the atoms of `data` of the scalar moments m_mu = sum_j f_mu(r_ij), per mu."""
+    r = np.linalg.norm(data.rij, axis=1)
+    centre = np.repeat(np.arange(len(data.types)), np.diff(data.pair_off))
+    ti, tj = data.types[centre], data.types[data.pj]
+    xi = (2 * r - mtp.min_dist - mtp.max_dist) / (mtp.max_dist - mtp.min_dist)
+    B = mtp.radial_basis_size
+    phi = np.empty((len(r), B))
+    phi[:, 0] = 1.0
+    if B > 1:
+        phi[:, 1] = xi
+    for b in range(2, B):
+        phi[:, b] = 2 * xi * phi[:, b - 1] - phi[:, b - 2]
+    phi *= (mtp.scaling * (r - mtp.max_dist) ** 2)[:, None]
+    f = np.einsum("pmb,pb->pm", mtp.radial_coeffs[ti, tj], phi)  # (P, R)
+    m = np.zeros((len(data.types), mtp.radial_funcs_count))
+    np.add.at(m, centre, f)
+    return np.sqrt(np.mean(m ** 2, axis=0))
+
+
+def normalize_radial(mtp: MTP, data: FitData, target: float = 0.3) -> MTP:
+    """A copy whose radial functions are rescaled so that sum_j f_mu(r_ij) has RMS `target` over
+    the training atoms for every mu (the scale of MLIP-trained potentials; the random
+    coefficients of an untrained potential are otherwise 10-100x too large, which makes the
+    products of moments ill-conditioned and the fit land in poor minima)."""
+    out = mtp.copy()
+    rms = radial_moment_rms(mtp, data)
+    for mu, v in enumerate(rms):
+        if v > 0 and np.isfinite(v):
+            out.radial_coeffs[:, :, mu, :] *= target / v
+    return out
+
+
 
 def _one_blas_thread():
     """BLAS on these small matrices is fastest (and does not oversubscribe) on one thread."""
@@ -259,7 +305,7 @@ def fit(init: MTP, training: Sequence, **kwargs) -> FitResult:
 def _fit(init: MTP, training: Sequence, *, species: Sequence[str] | None = None,
         energy_weight: float = 1.0, force_weight: float = 0.01, stress_weight: float = 0.001,
         regularization: float = 0.0, max_iter: int = 500, seed: int = 0, method: str = "varpro",
-        n_starts: int = 1, start_iter: int = 50, data: FitData | None = None,
+        n_starts: int = 1, start_iter: int = 50, normalize: bool = False, data: FitData | None = None,
         callback: Callable[[int, float], None] | None = None) -> FitResult:
     """Train `init` on `training` (Configurations, or ase.Atoms with `species` in type order).
 
@@ -267,8 +313,10 @@ def _fit(init: MTP, training: Sequence, *, species: Sequence[str] | None = None,
     re-solved exactly at every step (variable projection; the gradient of the reduced loss is
     the adjoint gradient w.r.t. the radial coefficients, by the envelope theorem).
     method "lbfgs": L-BFGS over all parameters after one linear solve.
+    With normalize=True an untrained `init` (all moment coefficients zero) first has its radial
+    functions rescaled by normalize_radial.
     Multi-start (n_starts > 1): the initial radial coefficients and n_starts - 1 random draws
-    (U(-a, a), a the largest initial |coefficient| or 0.1, from `seed`) are each trained for
+    (U(-1, 1) from `seed`, rescaled by normalize_radial) are each trained for
     `start_iter` iterations; the best continues for the remaining iterations. Each start is
     cheap because the linear coefficients are solved exactly. Deterministic for a seed."""
     if method not in ("varpro", "lbfgs"):
@@ -283,26 +331,32 @@ def _fit(init: MTP, training: Sequence, *, species: Sequence[str] | None = None,
     weights = Weights(energy_weight, force_weight, stress_weight, regularization)
     mtp = init.copy()
     rng = np.random.default_rng(seed)
-    amp = float(np.abs(mtp.radial_coeffs).max()) or 0.1
     if not np.any(mtp.radial_coeffs):
-        mtp.radial_coeffs = rng.uniform(-amp, amp, size=mtp.radial_coeffs.shape)
+        mtp.radial_coeffs = rng.uniform(-1.0, 1.0, size=mtp.radial_coeffs.shape)
+    untrained = not np.any(mtp.moment_coeffs)
+    if untrained and normalize:
+        mtp = normalize_radial(mtp, data)
     if n_starts > 1 and max_iter > 0:
-        starts = [mtp.radial_coeffs.copy()] + [rng.uniform(-amp, amp, size=mtp.radial_coeffs.shape)
+        starts = [mtp.radial_coeffs.copy()] + [rng.uniform(-1.0, 1.0, size=mtp.radial_coeffs.shape)
                                                for _ in range(n_starts - 1)]
         trials = []
-        for rc in starts:
+        for k, rc in enumerate(starts):
             trial = mtp.copy()
             trial.radial_coeffs = rc
+            if k > 0:
+                trial = normalize_radial(trial, data)
+            trial.moment_coeffs[:] = 0.0
             res = _fit(trial, [], energy_weight=energy_weight, force_weight=force_weight,
                        stress_weight=stress_weight, regularization=regularization,
-                       max_iter=min(start_iter, max_iter), seed=seed, method=method, data=data)
+                       max_iter=min(start_iter, max_iter), seed=seed, method=method, data=data,
+                       normalize=False)
             trials.append(res)
         best_trial = min(trials, key=lambda r: r.loss)
         used = sum(r.n_iter for r in trials)
         rest = _fit(best_trial.mtp, [], energy_weight=energy_weight, force_weight=force_weight,
                     stress_weight=stress_weight, regularization=regularization,
                     max_iter=max(max_iter - best_trial.n_iter, 0), seed=seed, method=method,
-                    data=data, callback=callback)
+                    data=data, callback=callback, normalize=False)
         rest.n_iter += used
         rest.history = best_trial.history + rest.history
         return rest

@@ -19,7 +19,8 @@ def select(mtp: MTP, active_set: ActiveSet, candidates: Sequence, n: int | None 
 
     Rows of the candidates (in the active set's mode) are swapped into a copy of the active set
     greedily, always taking the row with the largest coefficient |(b A^-1)_j| > threshold (each
-    swap multiplies |det A| by it). A candidate is selected if one of its rows is in the final
+    swap multiplies |det A| by it). Only rows that extrapolate w.r.t. the given active set
+    (grade > threshold) take part. A candidate is selected if one of its rows is in the final
     active set; duplicates of a selected structure are then inside the span (grade 1) and are
     not selected."""
     active_set.check(mtp)
@@ -27,7 +28,11 @@ def select(mtp: MTP, active_set: ActiveSet, candidates: Sequence, n: int | None 
     if data.n_configs == 0:
         return []
     rows, owner = _rows_with_owner(mtp, data, active_set.mode)
-    rows = rows * active_set.scale
+    # only rows that extrapolate w.r.t. the current active set carry new information
+    keep = active_set.grades_of_rows(rows) > threshold
+    rows, owner = rows[keep] * active_set.scale, owner[keep]
+    if len(rows) == 0:
+        return []
     A = active_set.matrix.copy()
     slot_owner = -2 * np.ones(A.shape[0], np.int64)  # -2: an original active row
     first_seen: dict[int, int] = {}

@@ -5,14 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from csp.errors import InputError
-from csp.mtp.fit import cross_validate, fit
-from csp.mtp.fit_data import FitData
-from csp.mtp.grade import ActiveSet, active_set_path, grade
-from csp.mtp.io import read_cfg, read_mtp, write_cfg, write_mtp
-from csp.mtp.select import select
+
+# heavy modules (numba kernels) are imported inside the run functions, keeping `csp --help` fast
 
 
 def _need(path: str, what: str) -> Path:
@@ -33,22 +28,30 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--regularization", type=float, default=0.0, help="ridge on radial and moment coefficients")
     p.add_argument("--method", choices=("varpro", "lbfgs"), default="varpro")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--starts", type=int, default=1, help="multi-start: random radial restarts tried (default 1)")
     p.add_argument("--cv-folds", type=int, default=0, help="k-fold cross-validation for sigma (0: off)")
     p.add_argument("--grade-mode", choices=("neighborhood", "configuration"), default="neighborhood",
                    help="mode of the active set written beside the potential")
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from csp.mtp.fit import cross_validate, fit
+    from csp.mtp.fit_data import FitData
+    from csp.mtp.grade import ActiveSet, active_set_path
+    from csp.mtp.io import read_cfg, read_mtp, write_mtp
+
     init = read_mtp(_need(args.init, "initial potential"))
     configs = read_cfg(_need(args.train, "training set"))
     if not configs:
         raise InputError(f"{args.train}: no configurations")
     if args.max_iter < 0:
         raise InputError("--max-iter must be >= 0")
+    if args.starts < 1:
+        raise InputError("--starts must be >= 1")
     data = FitData.build(configs, init.max_dist, init.species_count)
     kw = dict(energy_weight=args.energy_weight, force_weight=args.force_weight,
               stress_weight=args.stress_weight, regularization=args.regularization,
-              max_iter=args.max_iter, method=args.method)
+              max_iter=args.max_iter, method=args.method, n_starts=args.starts)
     sigma = None
     if args.cv_folds:
         sigma = cross_validate(init, [], k=args.cv_folds, seed=args.seed, data=data, **kw)
@@ -74,9 +77,12 @@ def add_grade_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("neighborhood", "configuration"), default="neighborhood")
 
 
-def _active_set(mtp, pot_path: str, train_path: str, mode: str) -> ActiveSet:
+def _active_set(mtp, pot_path: str, train_path: str, mode: str):
     """The sidecar active set if it exists and matches the potential and mode, else a new one
     built from the training configurations."""
+    from csp.mtp.grade import ActiveSet, active_set_path
+    from csp.mtp.io import read_cfg
+
     side = active_set_path(pot_path)
     if side.is_file():
         aset = ActiveSet.load(side)
@@ -93,6 +99,11 @@ def _active_set(mtp, pot_path: str, train_path: str, mode: str) -> ActiveSet:
 
 
 def run_grade(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from csp.mtp.grade import grade
+    from csp.mtp.io import read_cfg, read_mtp, write_cfg
+
     mtp = read_mtp(_need(args.potential, "potential"))
     aset = _active_set(mtp, args.potential, args.train, args.mode)
     configs = read_cfg(_need(args.input, "input configurations"))
@@ -121,6 +132,9 @@ def add_select_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_select(args: argparse.Namespace) -> int:
+    from csp.mtp.io import read_cfg, read_mtp, write_cfg
+    from csp.mtp.select import select
+
     mtp = read_mtp(_need(args.potential, "potential"))
     aset = _active_set(mtp, args.potential, args.train, args.mode)
     cands = read_cfg(_need(args.new, "candidate configurations"))

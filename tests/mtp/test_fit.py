@@ -136,3 +136,41 @@ def test_sigma_is_honest_on_held_out_emt_data():
     assert res.errors.rmse_energy < sigma
     assert held <= 2.0 * sigma, (held, sigma)
     assert 1e-4 < sigma < 0.05
+
+
+def test_train_cli_with_cross_validation(tmp_path, capsys):
+    """`csp mtp init` + `csp mtp train --cv-folds`: sigma stored in the potential, table printed,
+    active set beside the potential, and calc-grade reuses it (training configurations <= 1)."""
+    from csp.cli import main
+    from csp.mtp.io import write_cfg
+
+    train = emt_configs(12, seed=21)
+    cfg, init, pot, graded = (tmp_path / n for n in ("train.cfg", "init.mtp", "pot.mtp", "graded.cfg"))
+    write_cfg(cfg, train)
+    assert main(["mtp", "init", "--level", "6", "--elements", "Cu", "--min-dist", "2.0", "--max-dist", "4.5",
+                 "-o", str(init)]) == 0
+    assert main(["mtp", "train", str(init), str(cfg), "-o", str(pot), "--max-iter", "20", "--cv-folds", "3",
+                 "--seed", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "energy (meV/atom)" in out and "forces (eV/Å)" in out and "stress (GPa)" in out
+    assert "cross-validation (3 folds)" in out
+    mtp = read_mtp(pot)
+    sigma = float(mtp.metadata["csp_cv_rmse_energy"])
+    assert 0 < sigma < 0.1
+    assert (tmp_path / "pot.mtp.als").is_file()
+    assert main(["mtp", "calc-grade", str(pot), str(cfg), str(cfg), str(graded)]) == 0
+    grades = [float(c.features["MV_grade"]) for c in read_cfg(graded)]
+    assert max(grades) <= 1 + 1e-6
+
+
+def test_train_cli_bad_input_is_one_line_error(tmp_path, capsys):
+    from csp.cli import main
+
+    (tmp_path / "bad.cfg").write_text("BEGIN_CFG\n Size\n oops\nEND_CFG\n")
+    init = tmp_path / "init.mtp"
+    assert main(["mtp", "init", "--level", "6", "--elements", "Cu", "--min-dist", "2.0", "--max-dist", "4.5",
+                 "-o", str(init)]) == 0
+    assert main(["mtp", "train", str(init), str(tmp_path / "missing.cfg"), "-o", str(tmp_path / "p.mtp")]) == 2
+    assert main(["mtp", "train", str(init), str(tmp_path / "bad.cfg"), "-o", str(tmp_path / "p.mtp")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.cfg" in err and "bad.cfg" in err

@@ -103,3 +103,22 @@ def test_active_set_rejects_other_potential(trained):
     other.radial_coeffs = other.radial_coeffs * 1.01
     with pytest.raises(InputError):
         grade(other, aset, train[:1], species=SPECIES)
+def test_calc_grade_cli_on_mlip_multi_10(tmp_path, capsys):
+    """MLIP's layout (Feature MV_grade, nbh_grades); in.cfg configurations grade <= 1 and the
+    configuration grade is the maximum neighbourhood grade, as in MLIP's out.cfg."""
+    from csp.cli import main
+
+    out = tmp_path / "out.cfg"
+    d = CONF / "multi_10"
+    assert main(["mtp", "calc-grade", str(d / "pot.mtp"), str(d / "in.cfg"), str(d / "in.cfg"), str(out)]) == 0
+    got = read_cfg(out)
+    ref = read_cfg(d / "out.cfg")
+    assert len(got) == len(ref) == 25
+    for g, r in zip(got, ref):
+        nb = g.atom_data["nbh_grades"]
+        assert nb.shape == r.atom_data["nbh_grades"].shape
+        assert float(g.features["MV_grade"]) == pytest.approx(nb.max(), abs=1e-6)
+        assert nb.max() <= 1.0 + 1e-6
+    # MLIP also reports MV_grade = max nbh_grades
+    for r in ref:
+        assert float(r.features["MV_grade"]) == pytest.approx(r.atom_data["nbh_grades"].max(), abs=1e-5)

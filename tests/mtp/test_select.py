@@ -62,3 +62,16 @@ def test_select_picks_the_informative_structure_among_duplicates(trained, mode):
     assert select(mtp, aset, cands, 1) == [2]
     # nothing informative: nothing selected
     assert select(mtp, aset, [train[0], train[5]]) == []
+def test_select_add_cli(trained, tmp_path):
+    from csp.cli import main
+
+    mtp, train = trained
+    pot, tr, new, out = (tmp_path / n for n in ("pot.mtp", "train.cfg", "new.cfg", "sel.cfg"))
+    write_mtp(mtp, pot)
+    write_cfg(tr, train)
+    squeezed = cells(2, seed=60, scale=0.88)
+    write_cfg(new, [train[2], squeezed[0], train[2]])
+    assert main(["mtp", "select-add", str(pot), str(tr), str(new), str(out)]) == 0
+    got = read_cfg(out)
+    assert len(got) == 1
+    assert np.allclose(got[0].positions, squeezed[0].positions)
