@@ -142,11 +142,14 @@ def _rows_with_owner(mtp: MTP, data: FitData, mode: str) -> tuple[np.ndarray, np
 
 
 def grade(mtp: MTP, active_set: ActiveSet, structures: Sequence, *, species: Sequence[str] | None = None,
-          per_atom: bool = False):
+          per_atom: bool = False, mode: str | None = None):
     """Extrapolation grade per structure (Configurations or ase.Atoms). In neighbourhood mode the
     structure's grade is the maximum over its atoms (as MLIP's MV_grade). With per_atom=True
-    also returns the list of per-atom neighbourhood grades (neighbourhood mode only)."""
+    also returns the list of per-atom neighbourhood grades (neighbourhood mode only). `mode`,
+    if given, must equal the active set's mode."""
     active_set.check(mtp)
+    if mode is not None and mode != active_set.mode:
+        raise InputError(f"active set is in {active_set.mode} mode, {mode} grades requested (rebuild it)")
     data = _data(mtp, structures, species)
     nbh = neighborhood_rows(mtp, data)
     if active_set.mode == "neighborhood":
