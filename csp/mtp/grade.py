@@ -11,6 +11,15 @@ own trainer linearises over all coefficients it owns (CoeffCount), which needs a
 training rows as radial+linear parameters; csp keeps the smaller, always well-posed linear set
 (the basis of the GUIDE and of Podryabinkin-Shapeev's MTP active learning papers).
 
+Comparison with MLIP (conformance multi_10: MLIP's grades in out.cfg come from an active set
+built on the full 1001-configuration trajectory, over all its coefficients; in.cfg is every 40th
+configuration): an active set built by csp from in.cfg alone (neighbourhood mode, 675 rows, 19
+columns) grades every in.cfg configuration <= 1 (MLIP: <= 1.0007), and MV_grade = max nbh_grades
+in both. The rankings agree only weakly: Spearman 0.45 over the 25 configuration grades and 0.21
+over the 675 neighbourhood grades (configuration mode from 25 rows: -0.06; csp's rows extended
+by the radial-coefficient derivatives, 235 columns, from in.cfg: 0.04 / 0.08), as expected when
+the active sets are built from different data (25 vs 1001 configurations) and coefficient sets.
+
 Few training rows: if the training rows do not span all columns, virtual rows eps * e_k (in
 column-equilibrated units, eps = 1e-6) complete the active set, so a structure with a component
 the training set never saw (e.g. a new species) grades ~1/eps.
