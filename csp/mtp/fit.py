@@ -61,8 +61,11 @@ class FitErrors:
                 ("forces (eV/Å)", self.rmse_forces, self.mae_forces),
                 ("stress (GPa)", EV_A3_TO_GPA * self.rmse_stress, EV_A3_TO_GPA * self.mae_stress)]
         lines = [f"{'':<20}{'RMSE':>12}{'MAE':>12}"]
+        def cell(v: float) -> str:
+            return f"{v:>12.4f}" if np.isfinite(v) else f"{'n/a':>12}"
+
         for name, rmse, mae in rows:
-            lines.append(f"{name:<20}{rmse:>12.4f}{mae:>12.4f}")
+            lines.append(f"{name:<20}{cell(rmse)}{cell(mae)}")
         lines.append(f"({self.n_configs} configurations, {self.n_atoms} atoms)")
         return "\n".join(lines)
 
