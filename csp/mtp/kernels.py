@@ -164,23 +164,29 @@ def site_energy(ti, nn, rv, tj, P, S, grad):
         gx = srad * u0
         gy = srad * u1
         gz = srad * u2
-        # d(mono)/d(r_vec) = (grad_u mono - nu * mono * u) / r
-        snu = 0.0
-        for a in range(1, n_ang):
+        # reverse pass through the monomial recursion mono[a] = mono[parent[a]] * u[axis[a]]
+        # gives dV/du; then dV/dr_vec = (dV/du - (dV/du . u) u) / r (u = r_vec / r)
+        gu0 = 0.0
+        gu1 = 0.0
+        gu2 = 0.0
+        for a in range(n_ang - 1, 0, -1):
             ga = gang[a]
             if ga != 0.0:
-                ga *= inv_r
-                l0, l1, l2 = lower[a, 0], lower[a, 1], lower[a, 2]
-                if l0 >= 0:
-                    gx += ga * pw[a, 0] * mono[q, l0]
-                if l1 >= 0:
-                    gy += ga * pw[a, 1] * mono[q, l1]
-                if l2 >= 0:
-                    gz += ga * pw[a, 2] * mono[q, l2]
-                snu += ga * (pw[a, 0] + pw[a, 1] + pw[a, 2]) * mono[q, a]
-        grad[q, 0] = gx - snu * u0
-        grad[q, 1] = gy - snu * u1
-        grad[q, 2] = gz - snu * u2
+                pa = parent[a]
+                ax = axis[a]
+                if ax == 0:
+                    gu0 += ga * mono[q, pa]
+                    gang[pa] += ga * u0
+                elif ax == 1:
+                    gu1 += ga * mono[q, pa]
+                    gang[pa] += ga * u1
+                else:
+                    gu2 += ga * mono[q, pa]
+                    gang[pa] += ga * u2
+        dot = gu0 * u0 + gu1 * u1 + gu2 * u2
+        grad[q, 0] = gx + (gu0 - dot * u0) * inv_r
+        grad[q, 1] = gy + (gu1 - dot * u1) * inv_r
+        grad[q, 2] = gz + (gu2 - dot * u2) * inv_r
     return energy
 
 
