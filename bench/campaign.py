@@ -43,7 +43,7 @@ def build(level: int, count: int, seed: int = 0):
             a.calc = EMT()
             a.get_potential_energy()
             train.append(a)
-    settings = TrainingSettings(max_iter=300, min_dist=1.8, max_dist=5.0)
+    settings = TrainingSettings(max_iter=200, cv_folds=2, min_dist=1.8, max_dist=5.0)
     t0 = time.perf_counter()
     trained = model.train(level, species, train, settings, seed)
     fit_s = time.perf_counter() - t0

@@ -107,11 +107,12 @@ class Farm:
 
         pending = deque(range(len(items)))
         inflight = {w: 0 for w in range(1, self.size)}
+        sends: list = []  # non-blocking sends in flight (large tasks must never block rank 0)
         done = 0
 
         def send(worker: int) -> None:
             i = pending.popleft()
-            self.comm.send((i, fn, items[i]), dest=worker, tag=TAG_TASK)
+            sends.append(self.comm.isend((i, fn, items[i]), dest=worker, tag=TAG_TASK))
             inflight[worker] += 1
 
         for _ in range(self.prefetch):
@@ -134,6 +135,9 @@ class Farm:
                 done += 1
             else:
                 time.sleep(self.poll)
+            if sends:
+                sends = [r for r in sends if not r.Test()]
+        MPI.Request.Waitall(sends)
         return results
 
     def stop(self) -> None:
@@ -160,13 +164,17 @@ class Farm:
         from mpi4py import MPI
 
         status = MPI.Status()
+        sends: list = []  # results in flight: a worker never blocks on a large result
         while True:
+            if sends:
+                sends = [r for r in sends if not r.Test()]
             if not self.comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status):
                 time.sleep(self.poll)
                 continue
             tag = status.Get_tag()
             msg = self.comm.recv(source=0, tag=tag)
             if tag == TAG_STOP:
+                MPI.Request.Waitall(sends)
                 return
             i, fn, item = msg
             try:
@@ -177,7 +185,7 @@ class Farm:
                 self.abort(f"{tb}csp: internal error on MPI rank {self.rank} in task {name}[{i}]: "
                            f"{type(exc).__name__}: {exc}")
                 return
-            self.comm.send((i, value), dest=0, tag=TAG_RESULT)
+            sends.append(self.comm.isend((i, value), dest=0, tag=TAG_RESULT))
 
 
 def chunks(seq: Sequence[Any], size: int) -> list[Sequence[Any]]:

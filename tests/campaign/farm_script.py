@@ -20,6 +20,13 @@ def fail_on_worker(x):
     return x
 
 
+def big_payload(x):
+    """Large task and result messages (beyond MPI's eager limit) with work on both ranks."""
+    arr, k = x
+    time.sleep(0.02)
+    return (float(arr.sum()) + k, arr * 2.0)
+
+
 def fail_on_master(x):
     if int(os.environ.get("PMI_RANK", "0")) == 0:
         raise ValueError(f"injected failure at item {x}")
@@ -40,6 +47,15 @@ def main(mode: str) -> int:
         farm.serve()
         return 0
     try:
+        if mode == "big":
+            import numpy as np
+
+            items = [(np.full(200_000, float(k)), k) for k in range(12)]
+            out = farm.map(big_payload, items)
+            farm.stop()
+            ok = all(o[0] == 200_000 * k + k and o[1][0] == 2.0 * k for k, o in enumerate(out))
+            print(json.dumps({"size": farm.size, "ok": ok}))
+            return 0
         fn = {"ok": square_with_rank, "fail_worker": fail_on_worker, "fail_any": fail_anywhere,
               "fail_master": fail_on_master}[mode]
         out = farm.map(fn, range(40))

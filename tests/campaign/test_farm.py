@@ -58,6 +58,15 @@ def test_mpirun_two_ranks_share_work_results_in_order():
     assert ranks == {0, 1}  # both ranks computed items
 
 
+def test_mpirun_large_messages_do_not_deadlock():
+    """Tasks and results far above the eager limit, several tasks in flight per worker."""
+    proc, seconds = _mpirun("big", timeout=120.0)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert data == {"size": 2, "ok": True}
+    assert seconds < 60.0
+
+
 @pytest.mark.parametrize("mode", ["fail_worker", "fail_master", "fail_any"])
 def test_mpirun_failure_ends_job_quickly_with_message(mode):
     proc, seconds = _mpirun(mode, timeout=60.0)
