@@ -30,9 +30,7 @@ by less than `fp_tol` in every component are candidates.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import reduce
 from itertools import product
-from math import gcd
 from typing import Iterable
 
 import numpy as np
@@ -123,9 +121,11 @@ def _fingerprint_kernel(numbers, positions, cell, centres, sigma, cutoff):
 
 def reduced_formula(numbers: np.ndarray) -> tuple[tuple[int, int], ...]:
     """Composition as ((Z, count), …) reduced by the gcd of the counts."""
-    species, counts = np.unique(np.asarray(numbers), return_counts=True)
-    div = reduce(gcd, counts.tolist())
-    return tuple((int(z), int(c) // div) for z, c in zip(species, counts))
+    counts = np.bincount(np.asarray(numbers))
+    species = np.flatnonzero(counts)
+    counts = counts[species]
+    counts = counts // np.gcd.reduce(counts)
+    return tuple(zip(species.tolist(), counts.tolist()))
 
 
 def fingerprint(atoms: Atoms) -> np.ndarray:
@@ -159,7 +159,9 @@ class _Symmetry:
 
 
 def _symmetry(atoms: Atoms, symprec: float) -> _Symmetry:
-    cell = (atoms.cell.array, atoms.get_scaled_positions(wrap=True), atoms.numbers)
+    lattice = np.asarray(atoms.cell.array, dtype=float)
+    frac = np.linalg.solve(lattice.T, atoms.positions.T).T % 1.0
+    cell = (lattice, frac, atoms.numbers)
     try:
         ds = spglib.get_symmetry_dataset(cell, symprec=symprec)
     except Exception:  # spglib raises SpglibError on degenerate input
@@ -209,22 +211,42 @@ def same_standard_cell(a: _Symmetry, b: _Symmetry, tol: float = 0.05) -> bool:
     # anchor on the rarest species
     species, counts = np.unique(a.types, return_counts=True)
     anchor = species[np.argmin(counts)]
-    i0 = int(np.flatnonzero(a.types == anchor)[0])
-    lat = a.lattice
-    for j in np.flatnonzero(b.types == anchor):
-        shifted = b.frac + (a.frac[i0] - b.frac[j])
-        diff = shifted[:, None, :] - a.frac[None, :, :]
-        diff -= np.rint(diff)
-        dist = np.sqrt(((diff @ lat) ** 2).sum(-1))
-        dist[b.types[:, None] != a.types[None, :]] = np.inf
-        if np.all(dist.min(axis=1) < tol):
+    return _shift_match(a.frac, a.types.astype(np.int64), b.frac, b.types.astype(np.int64),
+                        a.lattice, int(anchor), tol)
+
+
+@njit(cache=True)
+def _shift_match(fa, ta, fb, tb, lat, anchor, tol):
+    """True if some origin shift maps every atom of b within tol (Å) of an atom of a."""
+    n = fa.shape[0]
+    i0 = 0
+    while ta[i0] != anchor:
+        i0 += 1
+    for j in range(n):
+        if tb[j] != anchor:
+            continue
+        ok = True
+        for p in range(n):
+            best = 1e300
+            for q in range(n):
+                if ta[q] != tb[p]:
+                    continue
+                d = np.empty(3)
+                for c in range(3):
+                    x = fb[p, c] + fa[i0, c] - fb[j, c] - fa[q, c]
+                    d[c] = x - np.rint(x)
+                dist2 = 0.0
+                for c in range(3):
+                    v = d[0] * lat[0, c] + d[1] * lat[1, c] + d[2] * lat[2, c]
+                    dist2 += v * v
+                if dist2 < best:
+                    best = dist2
+            if best >= tol * tol:
+                ok = False
+                break
+        if ok:
             return True
     return False
-
-
-def space_group(atoms: Atoms, symprec: float = 0.1) -> int:
-    """spglib space-group number (0 if spglib fails)."""
-    return _symmetry(atoms, symprec).key[0]
 
 
 @dataclass
