@@ -49,14 +49,26 @@ class RandomSettings:
 
 
 @dataclass(frozen=True)
+class EvolutionConfig:
+    """The evolutionary search (`candidates.evolution`): a `csp.evolution.SearchSpace`, its
+    `EvolutionSettings` and the search's own seed (see `csp.evolution.section`)."""
+
+    space: Any
+    settings: Any
+    seed: int
+
+
+@dataclass(frozen=True)
 class CandidateSettings:
-    """Where candidates come from; `prototypes` is `("all",)`, a tuple of names or `()`."""
+    """Where candidates come from; `prototypes` is `("all",)`, a tuple of names or `()`;
+    `evolution` (seeded by the other sources) runs after the initial training."""
 
     enumerate: EnumerateSettings | None = field(default_factory=EnumerateSettings)
     prototypes: tuple[str, ...] = ("all",)
     random: RandomSettings | None = None
     dedup: bool = True
     max_atoms: int | None = None   # drop candidates with more atoms (any source)
+    evolution: EvolutionConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -259,7 +271,7 @@ def parse_search(data: Any, path: Path, text: str = "", run_dir: str | os.PathLi
         elements=elements,
         seed=seed,
         run_dir=Path(run_dir),
-        candidates=_candidates(c, top.get("candidates", {}), len(elements)),
+        candidates=_candidates(c, top.get("candidates", {}), elements, seed),
         reference=_reference(c, top.get("reference")),
         screening=_screening(c, top.get("screening", {})),
         text=text,
@@ -281,8 +293,8 @@ def _elements(c: _Checker, value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _candidates(c: _Checker, value: Any, n_elements: int) -> CandidateSettings:
-    sec = c.mapping(value, "candidates", ("enumerate", "prototypes", "random", "dedup", "max_atoms"))
+def _candidates(c: _Checker, value: Any, elements: tuple[str, ...], seed: int) -> CandidateSettings:
+    sec = c.mapping(value, "candidates", ("enumerate", "prototypes", "random", "dedup", "max_atoms", "evolution"))
     enum: EnumerateSettings | None = EnumerateSettings()
     if "enumerate" in sec:
         enum = _enumerate(c, sec["enumerate"])
@@ -303,8 +315,36 @@ def _candidates(c: _Checker, value: Any, n_elements: int) -> CandidateSettings:
     if sec.get("max_atoms") is not None:
         max_atoms = c.integer(sec["max_atoms"], "candidates.max_atoms", lo=1)
     if enum is None and not protos and rnd is None:
-        c.fail("candidates", "no candidate source: enable at least one of enumerate, prototypes, random")
-    return CandidateSettings(enumerate=enum, prototypes=protos, random=rnd, dedup=dedup, max_atoms=max_atoms)
+        c.fail("candidates", "no candidate source: enable at least one of enumerate, prototypes, random"
+               + (" (evolution needs them as seeds)" if sec.get("evolution") not in (None, False) else ""))
+    evo = _evolution(c, sec.get("evolution"), elements, seed)
+    return CandidateSettings(enumerate=enum, prototypes=protos, random=rnd, dedup=dedup, max_atoms=max_atoms,
+                             evolution=evo)
+
+
+def _evolution(c: _Checker, value: Any, elements: tuple[str, ...], seed: int) -> EvolutionConfig | None:
+    """`candidates.evolution` (false/absent: off; true or a mapping: on), validated by
+    `csp.evolution.section.from_section`, whose messages ('<key>: <problem>') are re-issued in
+    this file's style."""
+    if value is None or value is False:
+        return None
+    from csp.evolution.section import from_section
+
+    key = "candidates.evolution"
+    try:
+        space, settings, evo_seed = from_section(value, elements, seed, where=key)
+    except (InputError, ValueError) as exc:
+        text = str(exc)
+        where, sep, message = text.partition(": ")
+        unknown = re.match(r"unknown key '([^']+)'; allowed: (.*)$", message)
+        if unknown:   # the same wording as c.mapping's
+            near = difflib.get_close_matches(unknown.group(1), unknown.group(2).split(", "), n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            c.fail(f"{where}.{unknown.group(1)}", f"unknown key{hint}; allowed: {unknown.group(2)}")
+        if sep and where.startswith(key):
+            c.fail(where, message)
+        c.fail(key, text)
+    return EvolutionConfig(space=space, settings=settings, seed=evo_seed)
 
 
 def _enumerate(c: _Checker, value: Any) -> EnumerateSettings | None:

@@ -156,6 +156,27 @@ class StageLearner:
         self.al = search.screening.active_learning
         self.progress = progress
         self.tag = f"stage{stage}"
+        self.round_base = 0      # max_rounds counts trainings after this round
+
+    # where results go (overridden by the evolutionary search, csp.campaign.evolution) ---------
+    def _pass_done_ids(self, pass_no: int, pending: list[int]) -> set[int]:
+        return self.store.stage_pass_done_ids(self.stage, pass_no)
+
+    def _save_batch(self, pass_no: int, rows: list[dict], snapshots: list) -> None:
+        with self.store.transaction():
+            self.store.set_stage_results(self.stage, rows, pass_no=pass_no)
+            self.store.add_snapshots(self.stage, pass_no, snapshots)
+
+    def _results(self) -> dict[int, Any]:
+        """id -> latest result (with .status, .potential_id, .grade) of the structures in `start`."""
+        return {r.candidate_id: r for r in self.store.stage_results(self.stage)}
+
+    def _snapshots(self, pass_no: int) -> list[tuple[int, int, float, Atoms]]:
+        return self.store.snapshots(self.stage, pass_no)
+
+    def _single_point_job(self, pass_no: int, snap: tuple[int, int, float, Atoms]) -> tuple[str, int | None, Atoms]:
+        """(reference-call key, candidate id, structure) of a selected snapshot."""
+        return f"sp:{self.tag}:pass{pass_no}:c{snap[1]}", snap[1], snap[3]
 
     # potentials -----------------------------------------------------------------------------
     def _train(self, round_no: int) -> None:
@@ -188,7 +209,7 @@ class StageLearner:
         step = f"{self.tag}/pass{pass_no}/relaxed"
         if self.store.step_done(step):
             return
-        done = self.store.stage_pass_done_ids(self.stage, pass_no)
+        done = self._pass_done_ids(pass_no, pending)
         todo = [c for c in pending if c not in done]
         rs = self.search.screening.relax
         settings = {"fmax": rs.fmax, "stress_tol": rs.stress_tol, "max_steps": rs.max_steps, "optimizer": rs.optimizer,
@@ -200,23 +221,21 @@ class StageLearner:
             if self.progress else None
 
         def store_batch(i: int, out: dict) -> None:
-            with self.store.transaction():
-                for row in out["rows"]:
-                    row["potential_id"] = state.potential_id
-                self.store.set_stage_results(self.stage, out["rows"], pass_no=pass_no)
-                self.store.add_snapshots(self.stage, pass_no, out["snapshots"])
+            for row in out["rows"]:
+                row["potential_id"] = state.potential_id
+            self._save_batch(pass_no, out["rows"], out["snapshots"])
             if bar is not None:
                 bar.update(len(out["rows"]))
 
         self.farm.map(relax_task, items, on_result=store_batch)
         if bar is not None:
             bar.close()
-        results = {r.candidate_id: r for r in self.store.stage_results(self.stage)}
+        results = self._results()
         counts = {name: 0 for name in STATUS_NAMES}
         for c in pending:
             counts[results[c].status] += 1
         self.store.mark_step(step, {"round": state.round, "pending": len(pending), "status": counts,
-                                    "snapshots": len(self.store.snapshots(self.stage, pass_no))})
+                                    "snapshots": len(self._snapshots(pass_no))})
         log.info("%s pass %d (round %d): %s", self.tag, pass_no, state.round,
                  ", ".join(f"{v} {k}" for k, v in counts.items() if v))
 
@@ -225,10 +244,10 @@ class StageLearner:
         step = f"{self.tag}/pass{pass_no}/learned"
         if self.store.step_done(step):
             return
-        snaps = self.store.snapshots(self.stage, pass_no)
+        snaps = self._snapshots(pass_no)
         chosen = model.select(state.mtp, state.active_set, [s[3] for s in snaps], self.al.max_selected,
                               self.species)
-        jobs = [(f"sp:{self.tag}:pass{pass_no}:c{snaps[i][1]}", snaps[i][1], snaps[i][3]) for i in chosen]
+        jobs = [self._single_point_job(pass_no, snaps[i]) for i in chosen]
         log.info("%s: %d extrapolative configurations, %d selected for reference single points",
                  self.tag, len(snaps), len(jobs))
         run_references(self.store, self.farm, self.search, jobs, "single_point",
@@ -250,7 +269,7 @@ class StageLearner:
             state = self._state(None if done is None else done["round"])
             self._relax_pass(pass_no, state, pending)
             info = self.store.step_info(f"{self.tag}/pass{pass_no}/relaxed")
-            results = {r.candidate_id: r for r in self.store.stage_results(self.stage)}
+            results = self._results()
             if info["snapshots"] == 0:
                 stale = [c for c in ids if results[c].potential_id != state.potential_id]
                 if not stale:
@@ -260,7 +279,7 @@ class StageLearner:
                 pending = stale
                 pass_no += 1
                 continue
-            if state.round + 1 >= self.al.max_rounds:
+            if state.round + 1 - self.round_base >= self.al.max_rounds:
                 log.warning("%s: max_rounds (%d) reached with %d extrapolative structures left", self.tag,
                             self.al.max_rounds, info["snapshots"])
                 self.store.set_meta(f"{self.tag}_max_rounds_reached", True)

@@ -1,7 +1,11 @@
 """The campaign pipeline of a search, on rank 0 (workers serve the task farm):
 
-    generate ─► initial training ─► stage 1 (self-learning relaxation) ─► window ─►
+    generate ─► initial training ─► [evolution] ─► stage 1 (self-learning relaxation) ─► window ─►
     stage 2 … ─► reference relaxation of the survivors ─► hull (reference energies only) ─► report
+
+The optional evolution step (csp.campaign.evolution) adds its finds to the candidates before
+stage 1; the initial training set is stored as stage 0 of the training table, where the
+evolution's own learning follows it, so every later potential trains on both.
 
 Every step is named in the store and skipped when done, so `csp run` on an existing run
 directory resumes; a run directory belongs to one search (a different search is refused).
@@ -17,6 +21,7 @@ from typing import Any, Callable
 
 import yaml
 
+from csp.campaign.evolution import EVOLUTION_STAGE, EvolutionStep
 from csp.campaign.farm import Farm
 from csp.campaign.generate import generate_candidates
 from csp.campaign.store import CampaignStore
@@ -122,11 +127,20 @@ class Campaign:
         by_id = dict(cands)
         jobs = [(f"sp:initial:c{cid}", cid, by_id[cid]) for cid in ids]
         log.info("initial training set: reference single points of %d diverse candidates", len(jobs))
-        run_references(self.store, self.farm, self.search, jobs, "single_point", training=(1, 0, "initial"),
+        run_references(self.store, self.farm, self.search, jobs, "single_point",
+                       training=(EVOLUTION_STAGE, 0, "initial"),
                        progress=self.progress)
         if not self.store.training_set():
             raise RuntimeError("every reference single point of the initial training set failed")
         self.store.mark_step("initial_training", {"requested": len(jobs)})
+
+    def evolution(self) -> None:
+        """The evolutionary search (when configured): its finds join the candidates."""
+        if self.search.candidates.evolution is None or self.store.step_done("evolution"):
+            return
+        log.info("evolution: level-%d self-learning MTP, population %d", self.search.screening.stages[0].level,
+                 self.search.candidates.evolution.settings.population_size)
+        EvolutionStep(self.search, self.store, self.farm, self.progress).run()
 
     def stage(self, index: int) -> None:
         """Stage `index` (1-based): self-learning relaxation, then the window."""
@@ -194,6 +208,8 @@ class Campaign:
         t0 = time.time()
         self._timed("generate", self.generate)
         self._timed("initial_training", self.initial_training)
+        if self.search.candidates.evolution is not None:
+            self._timed("evolution", self.evolution)
         for index in range(1, len(self.search.screening.stages) + 1):
             self.stage(index)
         self.reference_relaxations()

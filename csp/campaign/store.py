@@ -100,7 +100,35 @@ CREATE TABLE IF NOT EXISTS training (
     source TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS stage_results_stage ON stage_results(stage, status);
+CREATE TABLE IF NOT EXISTS evolution (
+    id INTEGER PRIMARY KEY,
+    ident TEXT NOT NULL UNIQUE,
+    generation INTEGER NOT NULL,
+    operator TEXT NOT NULL,
+    parents TEXT NOT NULL,
+    seed_candidate INTEGER,
+    start TEXT NOT NULL,
+    status TEXT,
+    potential_id INTEGER,
+    energy REAL,
+    energy_per_atom REAL,
+    grade REAL,
+    steps INTEGER,
+    structure TEXT,
+    pass INTEGER,
+    accepted INTEGER NOT NULL DEFAULT 0,
+    fitness REAL,
+    candidate_id INTEGER
+);
+CREATE TABLE IF NOT EXISTS evolution_generations (
+    generation INTEGER PRIMARY KEY,
+    potential_id INTEGER,
+    stats TEXT NOT NULL
+);
 """
+# The evolution tables were added after schema version 1 shipped: they are created (IF NOT
+# EXISTS) whenever a campaign opens its store, and readers treat a missing table as empty, so
+# existing run directories keep working without a version bump.
 
 
 def atoms_to_json(atoms: Atoms) -> str:
@@ -158,6 +186,30 @@ class ReferenceRecord:
         atoms.calc = SinglePointCalculator(atoms, energy=self.energy, forces=self.forces, stress=self.stress)
         atoms.info["reference_call"] = self.key
         return atoms
+
+
+@dataclass(frozen=True)
+class EvolutionRecord:
+    """One structure made by the evolutionary search (ident like 'g3-7', `row` its integer key):
+    origin, latest self-learning MTP relaxation (status, energy eV, relaxed structure), whether
+    the search accepted it as an individual, its final fitness (eV/atom above the evolution's
+    MTP hull), the candidate it became (`candidate_id`) or, for a seed, came from (`seed_candidate`)."""
+
+    row: int
+    ident: str
+    generation: int
+    operator: str
+    parents: tuple[str, ...]
+    seed_candidate: int | None
+    start: Atoms
+    status: str | None
+    potential_id: int | None
+    energy: float | None
+    grade: float | None
+    atoms: Atoms | None
+    accepted: bool
+    fitness: float | None
+    candidate_id: int | None
 
 
 @dataclass(frozen=True)
@@ -460,6 +512,90 @@ class CampaignStore:
         return [tuple(r) for r in self._db.execute(
             "SELECT stage, round, COUNT(*) FROM training GROUP BY stage, round ORDER BY stage, round")]
 
+    # -- evolutionary search -----------------------------------------------------------------
+    def _has_table(self, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                (name,)).fetchone() is not None
+
+    def add_offspring(self, items: Iterable[tuple[str, int, str, Sequence[str], int | None, Atoms]]) -> dict[str, int]:
+        """Register structures of the evolutionary search before relaxing them: (ident,
+        generation, operator, parents, seed candidate id or None, start structure); idempotent
+        on ident. Returns ident -> row key for all of them."""
+        out = {}
+        with self.transaction() as db:
+            for ident, gen, op, parents, seed_cid, atoms in items:
+                db.execute("INSERT OR IGNORE INTO evolution (ident, generation, operator, parents, seed_candidate,"
+                           " start) VALUES (?,?,?,?,?,?)",
+                           (ident, int(gen), str(op), json.dumps(list(parents)),
+                            None if seed_cid is None else int(seed_cid), atoms_to_json(atoms)))
+                out[ident] = int(db.execute("SELECT id FROM evolution WHERE ident = ?", (ident,)).fetchone()[0])
+        return out
+
+    def set_offspring_results(self, rows: Iterable[dict], pass_no: int) -> None:
+        """Relaxation results of evolution rows (dicts as for `set_stage_results`, with the row
+        key as candidate_id)."""
+        with self.transaction() as db:
+            for r in rows:
+                atoms, energy = r.get("atoms"), r.get("energy")
+                db.execute(
+                    "UPDATE evolution SET status = ?, potential_id = ?, energy = ?, energy_per_atom = ?, grade = ?,"
+                    " steps = ?, structure = ?, pass = ? WHERE id = ?",
+                    (str(r["status"]), r.get("potential_id"), None if energy is None else float(energy),
+                     None if energy is None or atoms is None else float(energy) / len(atoms),
+                     None if r.get("grade") is None else float(r["grade"]),
+                     None if r.get("steps") is None else int(r["steps"]),
+                     None if atoms is None else atoms_to_json(atoms), int(pass_no), int(r["candidate_id"])))
+
+    def offspring_pass_done(self, rows: Sequence[int], pass_no: int) -> set[int]:
+        """Those of `rows` whose latest relaxation comes from pass `pass_no` (resume a pass)."""
+        wanted = {int(r) for r in rows}
+        return {r[0] for r in self._db.execute("SELECT id FROM evolution WHERE pass = ?", (int(pass_no),))
+                if r[0] in wanted}
+
+    def set_offspring_fields(self, ident: str, **fields: Any) -> None:
+        """Update `accepted`, `fitness` or `candidate_id` of one structure."""
+        allowed = {"accepted", "fitness", "candidate_id"}
+        if not set(fields) <= allowed:
+            raise ValueError(f"unknown evolution fields {sorted(set(fields) - allowed)}")
+        with self.transaction() as db:
+            for k, v in fields.items():
+                db.execute(f"UPDATE evolution SET {k} = ? WHERE ident = ?", (v, ident))
+
+    def offspring(self, rows: Sequence[int] | None = None, generation: int | None = None) -> list[EvolutionRecord]:
+        """Structures of the evolutionary search (all, given row keys, or one generation), by row."""
+        if not self._has_table("evolution"):
+            return []
+        sql = ("SELECT id, ident, generation, operator, parents, seed_candidate, start, status, potential_id,"
+               " energy, grade, structure, accepted, fitness, candidate_id FROM evolution")
+        args: tuple = ()
+        if generation is not None:
+            sql += " WHERE generation = ?"
+            args = (int(generation),)
+        out = [EvolutionRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], atoms_from_json(r[6]), r[7],
+                               r[8], r[9], r[10], None if r[11] is None else atoms_from_json(r[11]), bool(r[12]),
+                               r[13], r[14])
+               for r in self._db.execute(sql + " ORDER BY id", args)]
+        if rows is not None:
+            wanted = {int(r) for r in rows}
+            out = [o for o in out if o.row in wanted]
+        return out
+
+    def add_generation(self, generation: int, potential_id: int | None, stats: dict) -> int | None:
+        """Record a generation's statistics once (a replay keeps the first record); returns the
+        potential id stored for it (the evolution potential current when it closed)."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO evolution_generations VALUES (?,?,?)",
+                       (int(generation), potential_id, json.dumps(_jsonable(stats))))
+            return db.execute("SELECT potential_id FROM evolution_generations WHERE generation = ?",
+                              (int(generation),)).fetchone()[0]
+
+    def generations(self) -> list[dict]:
+        """Per-generation statistics of the evolutionary search (dicts of `GenerationStats`)."""
+        if not self._has_table("evolution_generations"):
+            return []
+        return [dict(json.loads(r[1]), potential_id=r[0]) for r in self._db.execute(
+            "SELECT potential_id, stats FROM evolution_generations ORDER BY generation")]
+
     # -- summary ----------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
         """Campaign counts (names as in the report's hull.json)."""
@@ -477,6 +613,10 @@ class CampaignStore:
             out[f"stage{stage}_relaxed"] = q(
                 "SELECT COUNT(*) FROM stage_results WHERE stage = ? AND status = 'converged'", stage)
             out[f"stage{stage}_kept"] = q("SELECT COUNT(*) FROM stage_results WHERE stage = ? AND kept = 1", stage)
+        if self._has_table("evolution") and q("SELECT COUNT(*) FROM evolution"):
+            out["evolution_generations"] = q("SELECT COUNT(*) FROM evolution_generations")
+            out["evolution_structures"] = q("SELECT COUNT(*) FROM evolution")
+            out["evolution_candidates"] = q("SELECT COUNT(*) FROM candidates WHERE source = 'evolution'")
         return out
 
     # -- report -----------------------------------------------------------------------------

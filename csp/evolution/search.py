@@ -209,6 +209,8 @@ class _Search:
     def _evaluate(self, gen: int, children: list[tuple[str, Atoms]]) -> tuple[list[Individual], int]:
         todo = [(i, a) for i, a in children if i not in self.known]
         relaxed: dict[str, tuple[Atoms, float | None]] = {}
+        for i, a in todo:
+            a.info["id"] = i     # lets a relax function key what it stores (e.g. the campaign store)
         if todo:
             structs, energies = self.relax([a for _, a in todo])
             if len(structs) != len(todo) or len(energies) != len(todo):
@@ -264,15 +266,7 @@ class _Search:
 
     def first_generation(self, seeds: Sequence[Atoms]) -> GenerationStats:
         t0 = time.perf_counter()
-        usable = []
-        for s in seeds:
-            try:
-                counts = self.space.counts(s)
-            except ValueError:
-                continue
-            if self.space.min_atoms <= len(s) <= self.space.max_atoms and (
-                    self.space.allowed(counts) or len(set(s.get_chemical_symbols())) == 1):
-                usable.append(s)
+        usable = [s for s in seeds if self.space.admits_seed(s)]
         if not usable:
             raise ValueError("evolution: no seed structure lies in the search space")
         if self.space.variable:
@@ -282,6 +276,8 @@ class _Search:
             a = s.copy()
             a.calc = None
             a.info = {"operator": f"seed:{s.info.get('source', 'given')}", "parents": []}
+            if "candidate_id" in s.info:
+                a.info["candidate_id"] = s.info["candidate_id"]   # a campaign candidate used as a seed
             children.append((f"g0-{k}", a))
         new, failed = self._evaluate(0, children)
         return self._close(0, new, failed, 0, {"seed": len(children)}, None, t0)

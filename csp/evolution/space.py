@@ -97,6 +97,16 @@ class SearchSpace:
                 return False
         return True
 
+    def admits_seed(self, atoms: Atoms) -> bool:
+        """Whether a structure may seed the first generation: its size is within bounds and its
+        composition allowed (pure elements always are: the hull needs them)."""
+        try:
+            counts = self.counts(atoms)
+        except ValueError:
+            return False
+        return self.min_atoms <= len(atoms) <= self.max_atoms and (
+            self.allowed(counts) or len(set(atoms.get_chemical_symbols())) == 1)
+
     # ------------------------------------------------------------------ geometry
     def vegard_volume_per_atom(self, counts: Sequence[int]) -> float:
         """Vegard volume per atom (Å³) of a cell with these counts."""
