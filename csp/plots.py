@@ -233,3 +233,24 @@ def learning_plot(rounds: list) -> bytes | None:
     ax1.set_title("Training set", fontsize=9)
     ax2.set_title("Potential accuracy", fontsize=9)
     return _png(fig)
+
+
+def evolution_plot(generations: list[dict]) -> bytes | None:
+    """Best fitness (meV/atom above the evolution's MTP hull) of each generation's new structures,
+    with the number of new structures per generation."""
+    pts = [(g["generation"], 1000 * g["best_fitness"]) for g in generations
+           if g["best_fitness"] is not None and math.isfinite(g["best_fitness"])]
+    if not pts:
+        return None
+    fig = Figure(figsize=(6.0, 3.4))
+    ax = fig.add_subplot()
+    ax2 = ax.twinx()
+    ax2.bar([g["generation"] for g in generations], [g["new"] for g in generations], color="#dddddd", zorder=0)
+    ax2.set_ylabel("new structures", color="#777777")
+    ax.set_zorder(ax2.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.plot(*zip(*pts), "o-", color="#d62728")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("best fitness (meV/atom above hull)")
+    ax.set_title("Evolutionary search: best new structure per generation", fontsize=9)
+    return _png(fig)

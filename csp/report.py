@@ -104,6 +104,22 @@ class Failure:
 
 
 @dataclass
+class EvolutionData:
+    """What the campaign's evolutionary search did (absent when it ran none). generations: one
+    dict per generation (`csp.evolution.GenerationStats` fields; best_fitness eV/atom above the
+    evolution's MTP hull); structures: one dict per structure it made (id, generation, operator,
+    parents, candidate: the candidate it became or, for a seed, came from; fitness eV/atom or
+    None if the relaxation failed); hull: ids on the evolution's final MTP hull; lineage:
+    candidate id -> [[id, operator, parents], ...] back to the seeds; stopped: why it ended."""
+
+    generations: list[dict]
+    structures: list[dict]
+    hull: list[str] = field(default_factory=list)
+    lineage: dict[str, list] = field(default_factory=dict)
+    stopped: str = ""
+
+
+@dataclass
 class ReportData:
     """Everything the report shows. Energies eV/atom; stage_seconds: wall time per stage in s;
     sigma: stage name -> σ (cross-validated RMSE, eV/atom) of the stage's final potential."""
@@ -120,6 +136,7 @@ class ReportData:
     name: str = ""
     hull_tolerance: float = DEFAULT_TOLERANCE
     notes: list[str] = field(default_factory=list)
+    evolution: "EvolutionData | None" = None
 
     def hull(self) -> Hull:
         """Convex hull of the reference-relaxed candidates (raises InputError if impossible)."""
@@ -249,6 +266,13 @@ def write_report(data: ReportData, out_dir: str | os.PathLike) -> dict[str, Path
         "failures": [vars(f).copy() for f in data.failures],
         "notes": notes,
     }
+    if data.evolution is not None:
+        doc["evolution"] = _evolution_doc(data.evolution, {p["id"] for p in phases})
+        ep = plots.evolution_plot(doc["evolution"]["generations"])
+        if ep:
+            figures["evolution"] = ep
+            paths["figures/evolution"] = out / "figures" / "evolution.png"
+            paths["figures/evolution"].write_bytes(ep)
     paths["hull.json"] = out / "hull.json"
     paths["hull.json"].write_text(json.dumps(doc, indent=1, default=str))
     paths["report.md"] = out / "report.md"
@@ -258,9 +282,55 @@ def write_report(data: ReportData, out_dir: str | os.PathLike) -> dict[str, Path
     return paths
 
 
+def _evolution_doc(evo: EvolutionData, final_hull: set[str]) -> dict:
+    """hull.json's `evolution` key (schema in the README)."""
+    operators: dict[str, dict[str, int]] = {}
+    for st in evo.structures:
+        row = operators.setdefault(st["operator"].split(":")[0], {"structures": 0, "relaxed": 0,
+                                                                   "on_evolution_hull": 0, "on_final_hull": 0})
+        row["structures"] += 1
+        row["relaxed"] += st["fitness"] is not None
+        row["on_evolution_hull"] += st["id"] in evo.hull
+        row["on_final_hull"] += st["candidate"] is not None and str(st["candidate"]) in final_hull
+    gens = [{"generation": g["generation"],
+             "best_fitness": g["best_fitness"] if g["best_fitness"] is not None and g["best_fitness"] < 1e300 else None, "new": g["n_new"],
+             "failed_relaxations": g["n_failed_relax"], "operator_failures": g["n_operator_failures"],
+             "operators": g["operators"], "hull_changed": g["hull_changed"],
+             "hull": [{"formula": f, "id": i, "formation_energy_per_atom": e} for f, i, e in g["hull"]]}
+            for g in evo.generations]
+    return {"generations": gens, "stopped": evo.stopped, "structures": len(evo.structures),
+            "candidates": sum(1 for st in evo.structures if st["candidate"] is not None and not st["seed"]),
+            "evolution_hull": list(evo.hull), "operators": operators,
+            "hull_lineage": {cid: lin for cid, lin in evo.lineage.items() if cid in final_hull}}
+
+
+def _evolution_rows(doc: dict) -> tuple[list[list[str]], list[list[str]], list[list[str]]]:
+    """(per generation, per operator, lineage of final hull phases) table rows."""
+    evo = doc["evolution"]
+    gens = [[str(g["generation"]), str(g["new"]), str(g["failed_relaxations"]),
+             "-" if g["best_fitness"] is None else f"{1000 * g['best_fitness']:.1f}",
+             "yes" if g["hull_changed"] else "no", ", ".join(h["formula"] for h in g["hull"])]
+            for g in evo["generations"]]
+    ops = [[name, str(r["structures"]), str(r["relaxed"]), str(r["on_evolution_hull"]), str(r["on_final_hull"])]
+           for name, r in sorted(evo["operators"].items())]
+    formula = {p["id"]: p["formula"] for p in doc["hull_phases"]}
+    lineage = [[formula.get(cid, ""), cid, "; ".join(f"{i} ({op}{': ' + ', '.join(par) if par else ''})"
+                                                       for i, op, par in lin)]
+               for cid, lin in evo["hull_lineage"].items()]
+    return gens, ops, lineage
+
+
+_EVO_HEADS = (["generation", "new", "failed relaxations", "best (meV/atom above hull)", "hull moved", "hull"],
+              ["operator", "structures", "relaxed", "on evolution hull", "on final hull"],
+              ["formula", "candidate", "lineage: structure (operator: parents); ancestors"])
+_EVO_TEXT = ("Evolutionary search: {n} structures in {g} generations (stopped: {stopped}); {c} of them joined "
+             "the candidates. Fitness: energy above the evolution's own MTP hull; 'on final hull': the "
+             "structure's candidate is a phase of the reference hull.")
+
+
 # -- text renderings ----------------------------------------------------------------------------
 _CAPTIONS = {"hull": "Convex hull", "funnel": "Screening funnel", "parity": "MTP vs reference energies",
-             "learning": "Learning curve"}
+             "learning": "Learning curve", "evolution": "Evolutionary search: best fitness per generation"}
 
 
 def _phase_table(doc: dict) -> tuple[list[str], list[list[str]]]:
@@ -319,6 +389,17 @@ def _markdown(data: ReportData, doc: dict, figures: dict[str, bytes]) -> str:
     for key in ("hull", "funnel", "parity", "learning"):
         if key in figures:
             parts += ["", f"## {_CAPTIONS[key]}", "", f"![{_CAPTIONS[key]}](figures/{key}.png)"]
+    if "evolution" in doc:
+        evo = doc["evolution"]
+        gens, ops, lineage = _evolution_rows(doc)
+        parts += ["", "## Evolutionary search", "",
+                  _EVO_TEXT.format(n=evo["structures"], g=len(gens) - 1, stopped=evo["stopped"], c=evo["candidates"]),
+                  ""]
+        if "evolution" in figures:
+            parts += [f"![{_CAPTIONS['evolution']}](figures/evolution.png)", ""]
+        parts += [_md_table(_EVO_HEADS[0], gens), "", "### Operators", "", _md_table(_EVO_HEADS[1], ops),
+                  "", "### Lineage of hull phases found by evolution", ""]
+        parts.append(_md_table(_EVO_HEADS[2], lineage) if lineage else "None.")
     parts += ["", "## Reference failures", ""]
     parts.append(_md_table(["id", "operation", "reason"], _failure_rows(doc)) if doc["failures"] else "None.")
     return "\n".join(parts) + "\n"
@@ -361,6 +442,17 @@ def _html(data: ReportData, doc: dict, figures: dict[str, bytes]) -> str:
     for key in ("funnel", "parity", "learning"):
         if key in figures:
             parts += [f"<h2>{_CAPTIONS[key]}</h2>", _img(key, figures)]
+    if "evolution" in doc:
+        evo = doc["evolution"]
+        gens, ops, lineage = _evolution_rows(doc)
+        parts += ['<h2 id="evolution">Evolutionary search</h2>',
+                  f"<p>{esc(_EVO_TEXT.format(n=evo['structures'], g=len(gens) - 1, stopped=evo['stopped'], c=evo['candidates']))}</p>"]
+        if "evolution" in figures:
+            parts.append(_img("evolution", figures))
+        parts += [_html_table(_EVO_HEADS[0], gens, "evolution-generations"), "<h3>Operators</h3>",
+                  _html_table(_EVO_HEADS[1], ops, "evolution-operators"),
+                  "<h3>Lineage of hull phases found by evolution</h3>",
+                  _html_table(_EVO_HEADS[2], lineage, "evolution-lineage") if lineage else "<p>None.</p>"]
     parts.append("<h2>Reference failures</h2>")
     parts.append(_html_table(["id", "operation", "reason"], _failure_rows(doc), "failures")
                  if doc["failures"] else "<p>None.</p>")

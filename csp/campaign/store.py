@@ -622,7 +622,7 @@ class CampaignStore:
     # -- report -----------------------------------------------------------------------------
     def report_data(self):
         """Everything the report shows, as `csp.report.ReportData` (energies eV/atom)."""
-        from csp.report import CandidateRecord, Counts, Failure, LearningRound, ReportData
+        from csp.report import CandidateRecord, Counts, EvolutionData, Failure, LearningRound, ReportData
 
         elements = list(self.get_meta("elements") or [])
         ref_settings = self.get_meta("reference") or {}
@@ -657,10 +657,12 @@ class CampaignStore:
                         reference_failures=c["reference_failures"])
         curve, sigma = [], {}
         for p in self.potentials():
-            curve.append(LearningRound(stage=f"stage{p['stage']}", round=p["round"], training_size=p["n_train"],
+            # stage 0 holds the evolutionary search's potentials (csp.campaign.evolution)
+            name = f"stage{p['stage']}" if p["stage"] > 0 else "evolution"
+            curve.append(LearningRound(stage=name, round=p["round"], training_size=p["n_train"],
                                        rmse_energy=p["extra"].get("rmse_energy"), sigma=p["sigma"]))
-            if p["sigma"] is not None:
-                sigma[f"stage{p['stage']}"] = p["sigma"]
+            if p["sigma"] is not None and p["stage"] > 0:
+                sigma[name] = p["sigma"]
         failures = [Failure(id=str(r.candidate_id if r.candidate_id is not None else r.key),
                             operation=r.kind, reason=r.reason)
                     for r in self.reference_calls() if not r.ok]
@@ -669,7 +671,20 @@ class CampaignStore:
             if self.get_meta(f"stage{stage}_max_rounds_reached"):
                 notes.append(f"Stage {stage}: the active-learning loop hit max_rounds with structures "
                              "still extrapolating.")
+        evolution = None
+        gens = self.generations()
+        if gens:
+            meta = self.get_meta("evolution") or {}
+            structures = [{"id": r.ident, "generation": r.generation, "operator": r.operator,
+                           "parents": list(r.parents), "seed": r.seed_candidate is not None,
+                           "candidate": r.seed_candidate if r.seed_candidate is not None else r.candidate_id,
+                           "fitness": r.fitness if r.accepted else None} for r in self.offspring()]
+            lineage = {str(cid): a.info["lineage"] for cid, a in self.candidates()
+                       if a.info.get("source") == "evolution" and "lineage" in a.info}
+            evolution = EvolutionData(generations=gens, structures=structures, hull=list(meta.get("hull", [])),
+                                      lineage=lineage, stopped=str(meta.get("stopped", "running")))
         return ReportData(elements=elements, reference=str(ref_settings.get("calculator", "")),
                           reference_settings=ref_settings, candidates=records, counts=counts,
                           stage_seconds=dict(self.get_meta("stage_seconds") or {}), learning_curve=curve,
-                          failures=failures, sigma=sigma, name=str(self.get_meta("name") or ""), notes=notes)
+                          failures=failures, sigma=sigma, name=str(self.get_meta("name") or ""), notes=notes,
+                          evolution=evolution)
