@@ -29,7 +29,7 @@ from csp.evolution.operators import (Heredity, LatticeMutation, Operator, Permut
                                      SoftMutation, Transmutation)
 from csp.evolution.population import (Individual, assign_fitness, hull_of, niche_select, rank,
                                       tournament)
-from csp.evolution.space import SearchSpace, min_distance_ratio
+from csp.evolution.space import SearchSpace, min_distance_ratio, reduced_copy
 from csp.hull import Hull
 from csp.relax import Evaluator
 
@@ -207,7 +207,7 @@ class _Search:
         self.hull: Hull | None = None
 
     def _evaluate(self, gen: int, children: list[tuple[str, Atoms]]) -> tuple[list[Individual], int]:
-        todo = [(i, a) for i, a in children if i not in self.known]
+        todo = [(i, reduced_copy(a)) for i, a in children if i not in self.known]
         relaxed: dict[str, tuple[Atoms, float | None]] = {}
         for i, a in todo:
             a.info["id"] = i     # lets a relax function key what it stores (e.g. the campaign store)

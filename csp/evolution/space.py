@@ -157,6 +157,18 @@ def reduced(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
     return rcell, frac - np.floor(frac)
 
 
+def reduced_copy(atoms: Atoms) -> Atoms:
+    """The same crystal in a right-handed Niggli-reduced cell, atoms wrapped into it, info kept
+    (operators may return very oblique cells, whose neighbour lists explode in size)."""
+    rcell = reduce_cell(atoms.cell.array)
+    if np.linalg.det(rcell) < 0:
+        rcell = -rcell
+    frac = np.linalg.solve(rcell.T, atoms.positions.T).T
+    out = Atoms(atoms.numbers, scaled_positions=frac - np.floor(frac), cell=rcell, pbc=True)
+    out.info = dict(atoms.info)
+    return out
+
+
 def _distance_ratio(rcell: np.ndarray, frac: np.ndarray, numbers: np.ndarray, distance_factor: float) -> float:
     r = covalent_radii[numbers] * distance_factor
     ratio = np.inf
