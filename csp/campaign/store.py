@@ -29,6 +29,15 @@ from csp.errors import InputError
 STORE_NAME = "campaign.sqlite"
 SCHEMA_VERSION = 1
 
+# a relaxation result's columns, shared by stage_results and evolution
+_RESULT_COLUMNS = """    potential_id INTEGER,
+    energy REAL,
+    energy_per_atom REAL,
+    grade REAL,
+    steps INTEGER,
+    structure TEXT,
+"""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS steps (name TEXT PRIMARY KEY, done_at REAL NOT NULL, info TEXT);
@@ -44,13 +53,7 @@ CREATE TABLE IF NOT EXISTS stage_results (
     candidate_id INTEGER NOT NULL REFERENCES candidates(id),
     stage INTEGER NOT NULL,
     status TEXT NOT NULL,
-    potential_id INTEGER,
-    energy REAL,
-    energy_per_atom REAL,
-    grade REAL,
-    steps INTEGER,
-    structure TEXT,
-    kept INTEGER,
+{result_columns}    kept INTEGER,
     pass INTEGER,
     updated REAL NOT NULL,
     PRIMARY KEY (candidate_id, stage)
@@ -109,13 +112,7 @@ CREATE TABLE IF NOT EXISTS evolution (
     seed_candidate INTEGER,
     start TEXT NOT NULL,
     status TEXT,
-    potential_id INTEGER,
-    energy REAL,
-    energy_per_atom REAL,
-    grade REAL,
-    steps INTEGER,
-    structure TEXT,
-    pass INTEGER,
+{result_columns}    pass INTEGER,
     accepted INTEGER NOT NULL DEFAULT 0,
     fitness REAL,
     candidate_id INTEGER
@@ -125,7 +122,7 @@ CREATE TABLE IF NOT EXISTS evolution_generations (
     potential_id INTEGER,
     stats TEXT NOT NULL
 );
-"""
+""".replace("{result_columns}", _RESULT_COLUMNS)
 # The evolution tables were added after schema version 1 shipped: they are created (IF NOT
 # EXISTS) whenever a campaign opens its store, and readers treat a missing table as empty, so
 # existing run directories keep working without a version bump.
@@ -159,6 +156,17 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
+
+
+def _result_values(r: dict) -> tuple:
+    """(status, potential_id, energy, energy_per_atom, grade, steps, structure) of a relaxation
+    row (the `_RESULT_COLUMNS` plus status), as stored."""
+    atoms, energy = r.get("atoms"), r.get("energy")
+    return (str(r["status"]), r.get("potential_id"), None if energy is None else float(energy),
+            None if energy is None or not atoms else float(energy) / len(atoms),
+            None if r.get("grade") is None else float(r["grade"]),
+            None if r.get("steps") is None else int(r["steps"]),
+            None if atoms is None else atoms_to_json(atoms))
 
 
 @dataclass(frozen=True)
@@ -356,19 +364,11 @@ class CampaignStore:
         now = time.time()
         with self.transaction() as db:
             for r in rows:
-                atoms = r.get("atoms")
-                energy = r.get("energy")
-                natoms = len(atoms) if atoms is not None else None
                 db.execute(
                     "INSERT OR REPLACE INTO stage_results (candidate_id, stage, status, potential_id, energy,"
                     " energy_per_atom, grade, steps, structure, kept, pass, updated)"
                     " VALUES (?,?,?,?,?,?,?,?,?,NULL,?,?)",
-                    (int(r["candidate_id"]), int(stage), str(r["status"]), r.get("potential_id"),
-                     None if energy is None else float(energy),
-                     None if energy is None or not natoms else float(energy) / natoms,
-                     None if r.get("grade") is None else float(r["grade"]),
-                     None if r.get("steps") is None else int(r["steps"]),
-                     None if atoms is None else atoms_to_json(atoms),
+                    (int(r["candidate_id"]), int(stage), *_result_values(r),
                      None if pass_no is None else int(pass_no), now))
 
     def stage_pass_done_ids(self, stage: int, pass_no: int) -> set[int]:
@@ -536,15 +536,10 @@ class CampaignStore:
         key as candidate_id)."""
         with self.transaction() as db:
             for r in rows:
-                atoms, energy = r.get("atoms"), r.get("energy")
                 db.execute(
                     "UPDATE evolution SET status = ?, potential_id = ?, energy = ?, energy_per_atom = ?, grade = ?,"
                     " steps = ?, structure = ?, pass = ? WHERE id = ?",
-                    (str(r["status"]), r.get("potential_id"), None if energy is None else float(energy),
-                     None if energy is None or atoms is None else float(energy) / len(atoms),
-                     None if r.get("grade") is None else float(r["grade"]),
-                     None if r.get("steps") is None else int(r["steps"]),
-                     None if atoms is None else atoms_to_json(atoms), int(pass_no), int(r["candidate_id"])))
+                    (*_result_values(r), int(pass_no), int(r["candidate_id"])))
 
     def offspring_pass_done(self, rows: Sequence[int], pass_no: int) -> set[int]:
         """Those of `rows` whose latest relaxation comes from pass `pass_no` (resume a pass)."""
