@@ -28,7 +28,8 @@ def summary(run_dir: str) -> str:
         pots = store.potentials()
         for p in pots:
             sigma = "n/a" if p["sigma"] is None else f"{1000 * p['sigma']:.2f} meV/atom"
-            lines.append(f"potential stage {p['stage']} round {p['round']}: level {p['level']}, "
+            name = f"stage {p['stage']}" if p["stage"] else "evolution"   # stage 0: the evolutionary search's
+            lines.append(f"potential {name} round {p['round']}: level {p['level']}, "
                          f"{p['n_train']} training configurations, σ = {sigma}")
         steps = store.steps()
         if steps:
