@@ -143,3 +143,17 @@ def test_mpirun_two_ranks_same_result(reference_run, search_file, tmp_path):
     proc = run(search_file, run_dir, mpi=2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert summary(run_dir) == summary(reference_run)
+
+
+def test_stall_rule_stops_the_evolution_in_a_campaign(search_file, tmp_path):
+    """stall_generations through the campaign: a coarse hull_tol stalls the search long before
+    `generations`, and the campaign goes on to the hull."""
+    text = search_file.read_text().replace("generations: 3\n    stall_generations: 3",
+                                           "generations: 30\n    stall_generations: 1\n    hull_tol: 0.5")
+    path = tmp_path / "stall.yaml"
+    path.write_text(text)
+    proc = run(path, tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "run" / "report" / "hull.json").read_text())
+    assert doc["evolution"]["stopped"] == "stalled" and len(doc["evolution"]["generations"]) < 31
+    assert doc["hull_phases"]
