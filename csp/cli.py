@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from typing import Sequence
@@ -42,8 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# csp parallelises over processes (MPI ranks, task-farm workers); threaded BLAS inside every
+# process only oversubscribes the cores (a 3x3 LAPACK call in ASE's cell filter took ms, not µs,
+# with OpenBLAS threads spinning). A value the user set is kept.
+SINGLE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `csp` console script; returns the process exit code."""
+    for name in SINGLE_THREAD_ENV:   # before the sub-commands import numpy
+        os.environ.setdefault(name, "1")
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

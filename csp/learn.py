@@ -188,7 +188,8 @@ class StageLearner:
         seed = self.search.seed + 1000 * self.stage + round_no
         log.info("%s: training level-%d potential (round %d) on %d configurations", self.tag, self.level,
                  round_no, len(training))
-        trained = model.train(self.level, self.species, training, tr, seed, self.farm)
+        trained = model.train(self.level, self.species, training, tr, seed, self.farm,
+                              grade_threshold=self.al.select_threshold)
         self.store.add_potential(self.stage, round_no, self.level, trained.text, trained.sigma, len(training),
                                  trained.extra)
         log.info("%s: round %d potential σ = %.2f meV/atom (cross-validated)", self.tag, round_no,

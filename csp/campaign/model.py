@@ -61,16 +61,21 @@ def init_potential(level: int, species: Sequence[str], settings, seed: int):
                     radial_basis_size=settings.radial_basis_size, seed=seed)
 
 
-def fold_task(args: tuple) -> np.ndarray:
-    """One cross-validation fold (a farm task): train on `train`, predict energies per atom
-    (eV/atom) of `held` with the potential."""
+def fold_task(args: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """One cross-validation fold (a farm task): train on `train`, predict the energies per atom
+    (eV/atom) of `held` with that potential and grade them (γ, configuration mode) against the
+    active set of the fold's own training part."""
     from csp.mtp.evaluate import Batch, calc_efs_batch
     from csp.mtp.fit import fit
+    from csp.mtp.grade import grade
 
     init, train_set, held, species, fit_kw, seed = args
     mtp = fit(init, list(train_set), seed=seed, **fit_kw).mtp
     batch = Batch.from_atoms(list(held), list(species))
-    return calc_efs_batch(mtp, batch).energies / np.diff(batch.offsets)
+    energies = calc_efs_batch(mtp, batch).energies / np.diff(batch.offsets)
+    grades = np.asarray(grade(mtp, active_set(mtp, train_set, species), list(held), species=list(species)),
+                        dtype=float)
+    return energies, grades
 
 
 def relevant(training: Sequence[Atoms], energy_range: float) -> np.ndarray:
@@ -87,11 +92,32 @@ def relevant(training: Sequence[Atoms], energy_range: float) -> np.ndarray:
     return np.array([e - lowest[k] <= energy_range for k, e in zip(keys, energies)])
 
 
+@dataclass(frozen=True)
+class CrossValidation:
+    """k-fold cross-validation of a training set. Errors in eV/atom.
+
+    sigma: RMSE over the held-out configurations the screening acts on: within `energy_range`
+    of the lowest energy at their composition and, when a grade threshold is given, graded
+    γ <= threshold by their fold's potential (an extrapolated configuration is never screened on
+    its MTP energy: the campaign sends it to the reference and retrains). When fewer than
+    MIN_SIGMA_SAMPLES configurations qualify, every configuration within `energy_range` counts.
+    rmse_all: RMSE over every held-out configuration; extrapolated: how many held-out
+    configurations graded above the threshold."""
+
+    sigma: float
+    rmse_all: float
+    n_sigma: int
+    extrapolated: int
+
+
+MIN_SIGMA_SAMPLES = 5
+
+
 def cross_validated_sigma(init, training: Sequence[Atoms], species: Sequence[str], folds: int, seed: int,
-                          fit_kw: dict, energy_range: float, farm=None) -> tuple[float, float]:
-    """k-fold cross-validated RMSE of the energy per atom (eV/atom), folds trained in parallel on
-    the farm: (σ over the configurations within `energy_range` of the lowest energy at their
-    composition, RMSE over all configurations)."""
+                          fit_kw: dict, energy_range: float, farm=None,
+                          grade_threshold: float | None = None) -> CrossValidation:
+    """k-fold cross-validated error of the energy per atom, the folds trained in parallel on the
+    farm (see `CrossValidation`)."""
     training = list(training)
     K = len(training)
     k = max(2, min(folds, K))
@@ -103,30 +129,39 @@ def cross_validated_sigma(init, training: Sequence[Atoms], species: Sequence[str
         items.append((init, [training[i] for i in range(K) if i not in held], [training[i] for i in part],
                       list(species), fit_kw, seed))
     preds = farm.map(fold_task, items) if farm is not None else [fold_task(it) for it in items]
-    err = np.empty(K)
-    for part, pred in zip(parts, preds):
-        for i, e in zip(part, pred):
+    err, gamma = np.empty(K), np.empty(K)
+    for part, (pred, grades) in zip(parts, preds):
+        for i, e, g in zip(part, pred, grades):
             err[i] = e - training[i].get_potential_energy() / len(training[i])
+            gamma[i] = g
     mask = relevant(training, energy_range)
-    sigma = float(np.sqrt(np.mean(err[mask] ** 2)))
-    return sigma, float(np.sqrt(np.mean(err ** 2)))
+    interpolated = gamma <= grade_threshold if grade_threshold is not None else np.ones(K, bool)
+    use = mask & interpolated
+    if use.sum() < MIN_SIGMA_SAMPLES:
+        use = mask
+    return CrossValidation(sigma=float(np.sqrt(np.mean(err[use] ** 2))), rmse_all=float(np.sqrt(np.mean(err ** 2))),
+                           n_sigma=int(use.sum()), extrapolated=int((~interpolated).sum()))
 
 
-def train(level: int, species: Sequence[str], training: Sequence[Atoms], settings, seed: int, farm=None) -> Trained:
-    """Fit a level-`level` potential to `training`, with σ from k-fold cross-validation."""
+def train(level: int, species: Sequence[str], training: Sequence[Atoms], settings, seed: int, farm=None,
+          grade_threshold: float | None = None) -> Trained:
+    """Fit a level-`level` potential to `training`, with σ from k-fold cross-validation over the
+    held-out configurations graded at most `grade_threshold` (see `CrossValidation`)."""
     from csp.mtp.fit import fit
 
     init = init_potential(level, species, settings, seed)
     kw = dict(species=list(species), energy_weight=settings.energy_weight, force_weight=settings.force_weight,
               stress_weight=settings.stress_weight, max_iter=settings.max_iter)
-    sigma, rmse_all = cross_validated_sigma(init, training, species, settings.cv_folds, seed, kw,
-                                            settings.sigma_energy_range, farm)
+    cv = cross_validated_sigma(init, training, species, settings.cv_folds, seed, kw, settings.sigma_energy_range,
+                               farm, grade_threshold)
+    sigma = cv.sigma
     result = fit(init, list(training), seed=seed, **kw)
     mtp = result.mtp
     mtp.metadata["csp_cv_rmse_energy"] = repr(sigma)
     errors = result.errors
     extra = {"rmse_energy": errors.rmse_energy, "rmse_forces": errors.rmse_forces,
-             "rmse_stress": errors.rmse_stress, "n_iter": result.n_iter, "cv_rmse_energy_all": rmse_all}
+             "rmse_stress": errors.rmse_stress, "n_iter": result.n_iter, "cv_rmse_energy_all": cv.rmse_all,
+             "cv_sigma_samples": cv.n_sigma, "cv_extrapolated": cv.extrapolated}
     return Trained(dump(mtp), sigma, extra)
 
 
