@@ -177,13 +177,10 @@ def active_set(mtp, training: Sequence[Atoms], species: Sequence[str]) -> Any:
 
 def grader(mtp, aset) -> Grader:
     """Per-structure extrapolation grade γ of flat batches (periodic cells)."""
-    from csp.mtp.grade import grade as grade_structures
-    from csp.mtp.io import Configuration
+    from csp.mtp.grade import grade_flat
 
     def grade(cells, positions, types, offsets):
-        configs = [Configuration(cell=cells[b], positions=positions[offsets[b]:offsets[b + 1]],
-                                 types=types[offsets[b]:offsets[b + 1]]) for b in range(len(cells))]
-        return np.asarray(grade_structures(mtp, aset, configs), dtype=float)
+        return grade_flat(mtp, aset, cells, positions, types, offsets)
 
     return grade
 

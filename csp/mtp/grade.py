@@ -38,6 +38,7 @@ from csp.errors import InputError
 from csp.mtp import fit_kernels as fk
 from csp.mtp.fit_data import FitData, as_configurations
 from csp.mtp.maxvol import maxvol
+from csp.mtp.neighbors import csr_batch
 from csp.mtp.potential import MTP
 
 MODES = ("configuration", "neighborhood")
@@ -60,14 +61,19 @@ def _data(mtp: MTP, structures: Sequence, species: Sequence[str] | None) -> FitD
     return FitData.build(configs, mtp.max_dist, mtp.species_count)
 
 
-def neighborhood_rows(mtp: MTP, data: FitData) -> np.ndarray:
-    """(Ntot, S + n_scalar) rows dV_i/d(theta_lin)."""
+def _site_rows(mtp: MTP, types: np.ndarray, pair_off: np.ndarray, pj: np.ndarray, rij: np.ndarray) -> np.ndarray:
+    """(Ntot, S + n_scalar) rows dV_i/d(theta_lin) from flat neighbour data (global pj)."""
     b = fk.site_basis(mtp.alpha_index_basic, mtp.alpha_index_times, mtp.alpha_moment_mapping,
                       mtp.alpha_moments_count, mtp.radial_coeffs, mtp.min_dist, mtp.max_dist,
-                      mtp.scaling, data.types, data.pair_off, data.pj, data.rij)
-    onehot = np.zeros((len(data.types), mtp.species_count))
-    onehot[np.arange(len(data.types)), data.types] = 1.0
+                      mtp.scaling, types, pair_off, pj, rij)
+    onehot = np.zeros((len(types), mtp.species_count))
+    onehot[np.arange(len(types)), types] = 1.0
     return np.hstack([onehot, b])
+
+
+def neighborhood_rows(mtp: MTP, data: FitData) -> np.ndarray:
+    """(Ntot, S + n_scalar) rows dV_i/d(theta_lin)."""
+    return _site_rows(mtp, data.types, data.pair_off, data.pj, data.rij)
 
 
 def configuration_rows(mtp: MTP, data: FitData, nbh: np.ndarray | None = None) -> np.ndarray:
@@ -76,6 +82,29 @@ def configuration_rows(mtp: MTP, data: FitData, nbh: np.ndarray | None = None) -
         nbh = neighborhood_rows(mtp, data)
     sums = np.add.reduceat(nbh, data.atom_off[:-1], axis=0)
     return sums / data.natoms[:, None]
+
+
+def grade_flat(mtp: MTP, active_set: "ActiveSet", cells: np.ndarray, positions: np.ndarray, types: np.ndarray,
+               offsets: np.ndarray) -> np.ndarray:
+    """Grade per structure of B periodic cells given as flat arrays — cells (B,3,3) Å, positions
+    (Ntot,3) Å, types (Ntot,) indices into the potential's species, offsets (B+1,) — the layout
+    of `csp.mtp.Batch` and of the batched relaxation. Same numbers as `grade`, without building
+    Configurations or per-structure neighbour lists in Python (one numba call for all pairs):
+    this runs at every step of every relaxation."""
+    active_set.check(mtp)
+    cells = np.ascontiguousarray(cells, dtype=np.float64)
+    positions = np.ascontiguousarray(positions, dtype=np.float64)
+    types = np.ascontiguousarray(types, dtype=np.int64)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    if len(cells) == 0:
+        return np.zeros(0)
+    pbcs = np.ones((len(cells), 3), dtype=np.bool_)
+    pair_off, pj, rij = csr_batch(cells, pbcs, positions, offsets, float(mtp.max_dist))
+    nbh = _site_rows(mtp, types, pair_off, pj, rij)
+    if active_set.mode == "neighborhood":
+        return np.maximum.reduceat(active_set.grades_of_rows(nbh), offsets[:-1])
+    rows = np.add.reduceat(nbh, offsets[:-1], axis=0) / np.diff(offsets)[:, None]
+    return active_set.grades_of_rows(rows)
 
 
 @dataclass

@@ -240,6 +240,46 @@ def _csr(cell, pbc, positions, cutoff):
     return offsets, all_j[:m].copy(), all_r[:m].copy()
 
 
+@njit(cache=True)
+def csr_batch(cells, pbcs, positions, offsets, cutoff):
+    """Neighbour lists of B structures in one call (atoms of structure s are
+    positions[offsets[s]:offsets[s+1]]): pair_off (Ntot+1,), j (P,) as GLOBAL atom indices,
+    rij (P,3) = r_j_image - r_i in Å, for all pairs with 0 < |r| < cutoff."""
+    ntot = offsets[cells.shape[0]]
+    pair_off = np.zeros(ntot + 1, np.int64)
+    cap = 64
+    buf_r = np.empty((cap, 3))
+    buf_j = np.empty(cap, np.int64)
+    total_cap = max(16, ntot * 32)
+    all_r = np.empty((total_cap, 3))
+    all_j = np.empty(total_cap, np.int64)
+    for s in range(cells.shape[0]):
+        o0 = offsets[s]
+        wpos, gpos, gidx, use_bins, lo, size, nb, start, order = prepare(cells[s], pbcs[s],
+                                                                         positions[o0:offsets[s + 1]], cutoff)
+        for i in range(offsets[s + 1] - o0):
+            cnt = gather(wpos[i], gpos, gidx, use_bins, lo, size, nb, start, order, cutoff, buf_r, buf_j)
+            if cnt > cap:
+                cap = 2 * cnt
+                buf_r = np.empty((cap, 3))
+                buf_j = np.empty(cap, np.int64)
+                cnt = gather(wpos[i], gpos, gidx, use_bins, lo, size, nb, start, order, cutoff, buf_r, buf_j)
+            o = pair_off[o0 + i]
+            if o + cnt > total_cap:
+                total_cap = 2 * (o + cnt)
+                new_r = np.empty((total_cap, 3))
+                new_j = np.empty(total_cap, np.int64)
+                new_r[:o] = all_r[:o]
+                new_j[:o] = all_j[:o]
+                all_r, all_j = new_r, new_j
+            all_r[o:o + cnt] = buf_r[:cnt]
+            for q in range(cnt):
+                all_j[o + q] = buf_j[q] + o0
+            pair_off[o0 + i + 1] = o + cnt
+    m = pair_off[ntot]
+    return pair_off, all_j[:m].copy(), all_r[:m].copy()
+
+
 def normalize_cell(cell, pbc, n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
     """Validated float (3,3) cell and bool (3,) pbc; periodic vectors must be independent."""
     cell = np.ascontiguousarray(cell if cell is not None else np.zeros((3, 3)), dtype=np.float64).reshape(3, 3)

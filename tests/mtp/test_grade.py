@@ -122,3 +122,29 @@ def test_calc_grade_cli_on_mlip_multi_10(tmp_path, capsys):
     # MLIP also reports MV_grade = max nbh_grades
     for r in ref:
         assert float(r.features["MV_grade"]) == pytest.approx(r.atom_data["nbh_grades"].max(), abs=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["configuration", "neighborhood"])
+def test_flat_batch_grades_equal_structure_grades(trained, mode):
+    """grade_flat (one numba neighbour call over a flat batch, as the relaxation uses it) gives the
+    same grades as grade() on the same structures: small and skewed cells (many images), several
+    species, sizes 1-8, inside and far outside the training data."""
+    from csp.mtp.evaluate import Batch
+    from csp.mtp.grade import grade_flat
+
+    mtp, train = trained
+    aset = ActiveSet.build(mtp, train, mode=mode, species=SPECIES)
+    rng = np.random.default_rng(3)
+    structures = cells(3, seed=9) + cells(2, seed=10, scale=0.75)
+    for n in (1, 2, 5, 8):
+        at = bulk("Cu", "fcc", a=3.6).repeat((n, 1, 1))
+        at.set_cell(at.cell[:] @ (np.eye(3) + rng.uniform(-0.15, 0.15, (3, 3))), scale_atoms=True)
+        at.symbols = list(rng.choice(SPECIES, len(at)))
+        at.rattle(0.1, seed=n)
+        structures.append(at)
+    batch = Batch.from_atoms(structures, SPECIES)
+    flat = grade_flat(mtp, aset, batch.cells, batch.positions, batch.types, batch.offsets)
+    reference = grade(mtp, aset, structures, species=SPECIES)
+    assert flat.shape == (len(structures),)
+    np.testing.assert_allclose(flat, reference, rtol=1e-10, atol=1e-12)
+    assert flat[:3].max() < 2.0 < flat[3:5].min()
