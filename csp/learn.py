@@ -54,8 +54,11 @@ def relax_task(args: tuple) -> dict:
     """Relax one batch with an MTP; returns per-structure rows and extrapolative snapshots."""
     mtp, active_set, species, ids, structures, settings = args
     cells, positions, types, offsets = pack(structures, species)
-    grade = model.grader(mtp, active_set) if active_set is not None else None
-    res = relax_batch(model.evaluator(mtp), cells, positions, types, offsets,
+    if active_set is not None:
+        evaluate, grade = model.graded_evaluator(mtp, active_set)
+    else:
+        evaluate, grade = model.evaluator(mtp), None
+    res = relax_batch(evaluate, cells, positions, types, offsets,
                       fmax=settings["fmax"], stress_tol=settings["stress_tol"], max_steps=settings["max_steps"],
                       optimizer=settings["optimizer"], grade=grade, select_threshold=settings["select_threshold"],
                       break_threshold=settings["break_threshold"])

@@ -127,13 +127,15 @@ class Batch:
 
 class BatchResult(NamedTuple):
     """energies (B,) eV, forces (Ntot,3) eV/Å, stresses (B,6) eV/Å³ (NaN if V = 0),
-    site_energies (Ntot,) eV, virials (B,3,3) eV."""
+    site_energies (Ntot,) eV, virials (B,3,3) eV; site_basis (Ntot, n_scalar) scalar basis values
+    per site (dV_i/d moment_coeffs) when requested, else None."""
 
     energies: np.ndarray
     forces: np.ndarray
     stresses: np.ndarray
     site_energies: np.ndarray
     virials: np.ndarray
+    site_basis: np.ndarray | None = None
 
 
 def _check(mtp: MTP, batch: Batch) -> None:
@@ -152,23 +154,25 @@ def _check(mtp: MTP, batch: Batch) -> None:
         raise InputError(f"structure {int(np.argmax(bad))}: periodic cell vectors are degenerate")
 
 
-def calc_efs_batch(mtp: MTP, batch: Batch, check: bool = True) -> BatchResult:
+def calc_efs_batch(mtp: MTP, batch: Batch, check: bool = True, site_basis: bool = False) -> BatchResult:
     """Energies, forces and stresses of all structures of `batch` in ONE numba call.
-    `check=False` skips input validation (for hot loops that already validated the batch)."""
+    `check=False` skips input validation (for hot loops that already validated the batch);
+    `site_basis=True` also returns every site's scalar basis values (for the grade)."""
     if check:
         _check(mtp, batch)
     n = len(batch.positions)
     site = np.empty(n)
     forces = np.empty((n, 3))
     virials = np.empty((batch.size, 3, 3))
+    rows = np.zeros((n if site_basis else 0, len(mtp.alpha_moment_mapping)))
     efs_batch(batch.cells, batch.pbc, batch.positions, batch.types, batch.offsets, packed(mtp),
-              site, forces, virials)
+              site, forces, virials, rows)
     owner = np.repeat(np.arange(batch.size), np.diff(batch.offsets))
     energies = np.bincount(owner, weights=site, minlength=batch.size).astype(np.float64)
     volumes = np.abs(np.linalg.det(batch.cells)) if batch.size else np.zeros(0)
     volumes = np.where(batch.pbc.all(axis=1), volumes, 0.0)
     stresses = virial_to_stress(virials, volumes)
-    return BatchResult(energies, forces, stresses, site, virials)
+    return BatchResult(energies, forces, stresses, site, virials, rows if site_basis else None)
 
 
 def calc_efs(mtp: MTP, atoms, species: Sequence[str] | None = None) -> EFS:

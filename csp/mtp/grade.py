@@ -66,9 +66,14 @@ def _site_rows(mtp: MTP, types: np.ndarray, pair_off: np.ndarray, pj: np.ndarray
     b = fk.site_basis(mtp.alpha_index_basic, mtp.alpha_index_times, mtp.alpha_moment_mapping,
                       mtp.alpha_moments_count, mtp.radial_coeffs, mtp.min_dist, mtp.max_dist,
                       mtp.scaling, types, pair_off, pj, rij)
+    return _with_species(mtp, types, b)
+
+
+def _with_species(mtp: MTP, types: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Rows [one-hot species | scalar basis values] = dV_i/d(species_coeffs, moment_coeffs)."""
     onehot = np.zeros((len(types), mtp.species_count))
     onehot[np.arange(len(types)), types] = 1.0
-    return np.hstack([onehot, b])
+    return np.hstack([onehot, basis])
 
 
 def neighborhood_rows(mtp: MTP, data: FitData) -> np.ndarray:
@@ -89,8 +94,7 @@ def grade_flat(mtp: MTP, active_set: "ActiveSet", cells: np.ndarray, positions: 
     """Grade per structure of B periodic cells given as flat arrays — cells (B,3,3) Å, positions
     (Ntot,3) Å, types (Ntot,) indices into the potential's species, offsets (B+1,) — the layout
     of `csp.mtp.Batch` and of the batched relaxation. Same numbers as `grade`, without building
-    Configurations or per-structure neighbour lists in Python (one numba call for all pairs):
-    this runs at every step of every relaxation."""
+    Configurations or per-structure neighbour lists in Python (one numba call for all pairs)."""
     active_set.check(mtp)
     cells = np.ascontiguousarray(cells, dtype=np.float64)
     positions = np.ascontiguousarray(positions, dtype=np.float64)
@@ -100,7 +104,24 @@ def grade_flat(mtp: MTP, active_set: "ActiveSet", cells: np.ndarray, positions: 
         return np.zeros(0)
     pbcs = np.ones((len(cells), 3), dtype=np.bool_)
     pair_off, pj, rij = csr_batch(cells, pbcs, positions, offsets, float(mtp.max_dist))
-    nbh = _site_rows(mtp, types, pair_off, pj, rij)
+    return _grades_of_sites(active_set, _site_rows(mtp, types, pair_off, pj, rij), offsets)
+
+
+def grade_from_site_basis(mtp: MTP, active_set: "ActiveSet", site_basis: np.ndarray, types: np.ndarray,
+                          offsets: np.ndarray) -> np.ndarray:
+    """Grade per structure from the scalar basis values per site that the energy evaluation
+    already computed (`calc_efs_batch(..., site_basis=True).site_basis`): no second pass over
+    the neighbours. This runs at every step of every relaxation."""
+    active_set.check(mtp)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if len(offsets) < 2:
+        return np.zeros(0)
+    return _grades_of_sites(active_set, _with_species(mtp, np.asarray(types, np.int64), site_basis), offsets)
+
+
+def _grades_of_sites(active_set: "ActiveSet", nbh: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per-structure grade from per-site rows: max over sites (neighbourhood mode) or the grade
+    of the per-atom mean row dE/dθ / N (configuration mode)."""
     if active_set.mode == "neighborhood":
         return np.maximum.reduceat(active_set.grades_of_rows(nbh), offsets[:-1])
     rows = np.add.reduceat(nbh, offsets[:-1], axis=0) / np.diff(offsets)[:, None]

@@ -199,11 +199,15 @@ def _scratch(P, cap):
 
 
 @njit(cache=True)
-def efs_batch(cells, pbcs, positions, types, offsets, P, energies, forces, virials):
+def efs_batch(cells, pbcs, positions, types, offsets, P, energies, forces, virials, site_rows):
     """Energies per atom (Ntot,), forces (Ntot,3) and virials (B,3,3) for B structures whose
     atoms are positions[offsets[b]:offsets[b+1]]; outputs are overwritten. Neighbours are found
-    inside (cutoff = max_dist)."""
+    inside (cutoff = max_dist). If site_rows has Ntot rows, it receives every site's scalar basis
+    values (Ntot, n_scalar) = dV_i/d(moment_coeffs), a by-product of the energy used for the
+    extrapolation grade; pass an empty (0, n) array otherwise."""
     cutoff = P[14][1]
+    mapping = P[3]
+    want_rows = site_rows.shape[0] == positions.shape[0] and positions.shape[0] > 0
     cap = 128
     S = _scratch(P, cap)
     rv = np.empty((cap, 3))
@@ -235,6 +239,10 @@ def efs_batch(cells, pbcs, positions, types, offsets, P, energies, forces, viria
             for q in range(nn):
                 tj[q] = types[o0 + jj[q]]
             energies[o0 + i] = site_energy(types[o0 + i], nn, rv, tj, P, S, grad)
+            if want_rows:
+                m = S[3]
+                for q in range(mapping.shape[0]):
+                    site_rows[o0 + i, q] = m[mapping[q]]
             for q in range(nn):
                 j = o0 + jj[q]
                 for a in range(3):

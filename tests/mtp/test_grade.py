@@ -129,8 +129,8 @@ def test_flat_batch_grades_equal_structure_grades(trained, mode):
     """grade_flat (one numba neighbour call over a flat batch, as the relaxation uses it) gives the
     same grades as grade() on the same structures: small and skewed cells (many images), several
     species, sizes 1-8, inside and far outside the training data."""
-    from csp.mtp.evaluate import Batch
-    from csp.mtp.grade import grade_flat
+    from csp.mtp.evaluate import Batch, calc_efs_batch
+    from csp.mtp.grade import grade_flat, grade_from_site_basis
 
     mtp, train = trained
     aset = ActiveSet.build(mtp, train, mode=mode, species=SPECIES)
@@ -148,3 +148,31 @@ def test_flat_batch_grades_equal_structure_grades(trained, mode):
     assert flat.shape == (len(structures),)
     np.testing.assert_allclose(flat, reference, rtol=1e-10, atol=1e-12)
     assert flat[:3].max() < 2.0 < flat[3:5].min()
+    # the energy kernel's by-product (basis values per site) gives the same grades, and leaves
+    # energies, forces and stresses unchanged
+    plain = calc_efs_batch(mtp, batch)
+    fused = calc_efs_batch(mtp, batch, site_basis=True)
+    assert plain.site_basis is None and fused.site_basis.shape == (len(batch.types), len(mtp.alpha_moment_mapping))
+    for a, b in zip(plain[:5], fused[:5]):
+        np.testing.assert_array_equal(a, b)
+    by_product = grade_from_site_basis(mtp, aset, fused.site_basis, batch.types, batch.offsets)
+    np.testing.assert_allclose(by_product, reference, rtol=1e-9, atol=1e-12)
+
+
+def test_graded_evaluator_reuses_the_step_and_falls_back_otherwise(trained):
+    """The relaxation's (evaluator, grader) pair: grading the positions just evaluated uses the
+    evaluation's basis values; any other positions are graded from scratch — same numbers."""
+    from csp.campaign.model import graded_evaluator
+    from csp.mtp.evaluate import Batch
+
+    mtp, train = trained
+    aset = ActiveSet.build(mtp, train, mode="configuration", species=SPECIES)
+    batch = Batch.from_atoms(cells(4, seed=21) + cells(1, seed=22, scale=0.8), SPECIES)
+    other = Batch.from_atoms(cells(5, seed=23), SPECIES)
+    evaluate, grade_fn = graded_evaluator(mtp, aset)
+    evaluate(batch.cells, batch.positions, batch.types, batch.offsets)
+    same = grade_fn(batch.cells, batch.positions, batch.types, batch.offsets)
+    fresh = grade_fn(other.cells, other.positions, other.types, other.offsets)
+    np.testing.assert_allclose(same, grade(mtp, aset, [b for b in cells(4, seed=21) + cells(1, seed=22, scale=0.8)],
+                                           species=SPECIES), rtol=1e-9)
+    np.testing.assert_allclose(fresh, grade(mtp, aset, cells(5, seed=23), species=SPECIES), rtol=1e-9)
