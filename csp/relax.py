@@ -271,6 +271,19 @@ def relax_batch(evaluate: Evaluator, cells: np.ndarray, positions: np.ndarray, t
                        max_grade, snaps, evaluations)
 
 
+def _newton_step(H: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """ASE's BFGS step for a stack of Hessians: d = V (Vᵀf / |w|) with H = V diag(w) Vᵀ. When
+    every H is positive definite (the usual case: the update keeps it so while dx·df > 0) this
+    is exactly H⁻¹f, which a Cholesky check plus a solve give ~10× cheaper than the
+    eigendecomposition; otherwise the eigendecomposition, as ASE does."""
+    try:
+        np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        w, V = np.linalg.eigh(H)
+        return np.einsum("gij,gj->gi", V, np.einsum("gi,gij->gj", f, V) / np.abs(w))
+    return np.linalg.solve(H, f[..., None])[..., 0]
+
+
 class _BfgsState:
     """Per-structure BFGS Hessians, stored in one array per structure size."""
 
@@ -310,8 +323,7 @@ class _BfgsState:
             if np.any(ok):
                 H[ok] -= (df[ok, :, None] * df[ok, None, :] / a[ok, None, None]
                           + dg[ok, :, None] * dg[ok, None, :] / b[ok, None, None])
-            w, V = np.linalg.eigh(H)
-            d = np.einsum("gij,gj->gi", V, np.einsum("gi,gij->gj", fx, V) / np.abs(w))
+            d = _newton_step(H, fx)
             longest = np.sqrt((d.reshape(G, -1, 3) ** 2).sum(axis=2)).max(axis=1)
             d *= np.where(longest >= maxstep, maxstep / np.maximum(longest, 1e-300), 1.0)[:, None]
             self.H[n_at][gi] = H
