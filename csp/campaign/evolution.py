@@ -156,7 +156,8 @@ class EvolutionStep:
             for a in structures)
         step = f"evolution-g{gen}/relaxed"
         if not self.store.step_done(step):
-            start = {rows[i]: self.store.offspring(rows=[rows[i]])[0].start for i in idents}
+            starts = {r.row: r.start for r in self.store.offspring(rows=list(rows.values()))}
+            start = {rows[i]: starts[rows[i]] for i in idents}   # one store read, in offspring order
             learner = OffspringLearner(self.search, self.store, self.farm, gen, start, self.progress)
             state = learner.run()
             self.store.mark_step(step, {"structures": len(start), "round": state.round})

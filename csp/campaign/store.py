@@ -562,18 +562,19 @@ class CampaignStore:
             return []
         sql = ("SELECT id, ident, generation, operator, parents, seed_candidate, start, status, potential_id,"
                " energy, grade, structure, accepted, fitness, candidate_id FROM evolution")
-        args: tuple = ()
+        where, args = [], []
         if generation is not None:
-            sql += " WHERE generation = ?"
-            args = (int(generation),)
-        out = [EvolutionRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], atoms_from_json(r[6]), r[7],
+            where.append("generation = ?")
+            args.append(int(generation))
+        if rows is not None:   # filtered in SQL: parsing every stored structure per call is quadratic
+            where.append("id IN (SELECT value FROM json_each(?))")
+            args.append(json.dumps([int(r) for r in rows]))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [EvolutionRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], atoms_from_json(r[6]), r[7],
                                r[8], r[9], r[10], None if r[11] is None else atoms_from_json(r[11]), bool(r[12]),
                                r[13], r[14])
-               for r in self._db.execute(sql + " ORDER BY id", args)]
-        if rows is not None:
-            wanted = {int(r) for r in rows}
-            out = [o for o in out if o.row in wanted]
-        return out
+                for r in self._db.execute(sql + " ORDER BY id", args)]
 
     def add_generation(self, generation: int, potential_id: int | None, stats: dict) -> int | None:
         """Record a generation's statistics once (a replay keeps the first record); returns the

@@ -27,6 +27,10 @@ def test_offspring_round_trip_and_replay(tmp_path):
         assert rec.ident == "g1-0" and rec.parents == ("g0-0",) and rec.accepted and rec.energy == -1.5
         assert abs(rec.atoms.cell[0, 1] - 3.61 / 2) < 1e-12
         assert store.offspring(generation=0)[0].seed_candidate == cid
+        both = sorted(rows.values())
+        assert [r.row for r in store.offspring(rows=both[::-1])] == both          # by row, whatever the order asked
+        assert [r.ident for r in store.offspring(rows=[rows["g1-0"]])] == ["g1-0"]
+        assert store.offspring(rows=[rows["g1-0"]], generation=0) == [] and store.offspring(rows=[]) == []
         assert store.generations() == [{"generation": 1, "best_fitness": 0.0, "potential_id": 5}]
         counts = store.counts()
         assert counts["evolution_structures"] == 2 and counts["evolution_generations"] == 1

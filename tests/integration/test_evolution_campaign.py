@@ -124,7 +124,7 @@ def test_sigkill_during_evolution_then_resume(reference_run, search_file, tmp_pa
             if log.exists() and marker in log.read_text():
                 break
             time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.3))
+        time.sleep(rng.uniform(0.0, 0.03))   # generations of this tiny search take ~30 ms each
         if proc.poll() is None and "structures added as candidates" not in log.read_text():
             proc.send_signal(signal.SIGKILL)
             kills += 1
