@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from typing import Any, Callable
@@ -42,6 +44,28 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
+FAULT_ENV = "CSP_FAULT_KILL"
+
+
+class _KillAtMessage(logging.Handler):
+    """Fault injection for restart tests: SIGKILL this process right after the `count`-th log
+    record containing `text` (set CSP_FAULT_KILL="text" or "text@count"). A kill at a known
+    point of the pipeline, independent of how fast the machine is."""
+
+    def __init__(self, spec: str):
+        super().__init__()
+        text, _, count = spec.rpartition("@") if "@" in spec else (spec, "", "1")
+        self.text, self.left = text, max(1, int(count))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.left -= 1
+            if self.left == 0:
+                for h in log.handlers:
+                    h.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
 def setup_logging(run_dir, quiet: bool = False) -> None:
     """`csp` logger: INFO to RUN_DIR/csp.log (appending), and to stderr unless quiet."""
     log.setLevel(logging.INFO)
@@ -55,6 +79,8 @@ def setup_logging(run_dir, quiet: bool = False) -> None:
         sh = _TqdmHandler()
         sh.setFormatter(logging.Formatter("csp: %(message)s"))
         log.addHandler(sh)
+    if os.environ.get(FAULT_ENV):
+        log.addHandler(_KillAtMessage(os.environ[FAULT_ENV]))
     log.propagate = False
 
 
