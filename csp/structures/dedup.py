@@ -13,13 +13,20 @@ first gets cheap invariants and the matcher only sees pairs that agree on all of
    the atomic positions;
 3. spglib space group at `symprec` (0.1 Å) (computed only when 1–2 leave a candidate: spglib
    is the expensive step). spglib occasionally reports a lower group for a slightly noisy
-   copy, so the nearest candidate (fingerprint within fp_tol/2) of another space group also
-   gets one StructureMatcher comparison. Orbit (Wyckoff) multiplicities are not used: spglib's
+   copy (a 0.005 Å-rattled long C2/m cell can come out P-1), so near candidates (fingerprint
+   within fp_tol/2) of another space group also get a StructureMatcher comparison: the
+   nearest one, and those whose group at symprec or 2·symprec shares one with the query's
+   (at most `max_rescues` calls). Orbit (Wyckoff) multiplicities are not used: spglib's
    equivalent_atoms of a rattled supercell can split an orbit, which would split copies.
 
 A candidate pair whose spglib-standardised cells coincide up to an origin shift is a proven
 duplicate (fast path, `same_standard_cell`); otherwise StructureMatcher decides, on spglib's
-idealised primitive cells (Niggli-reduced once per structure and cached) when available.
+idealised primitive cells (Niggli-reduced once per structure and cached) when available, with
+ltol = 0.1 (half pymatgen's default: at 0.2 a ~17 % anisotropic strain maps one long 12-layer
+bcc stacking onto a different decoration within stol, which merged distinct structures).
+Candidates of the same space group whose fingerprints differ by fp_tol to 2·fp_tol get the
+fast-path proof only: a species with a single atom in the cell is not averaged, and two rattled
+copies can differ by slightly more than fp_tol.
 
 The fingerprint lives in a grid hash over three of its components; a lookup probes the
 neighbouring grid cell whenever the query lies within `fp_tol` of a cell boundary, so two
@@ -270,6 +277,7 @@ class _Entry:
     fp: np.ndarray
     sym: _Symmetry | None = None
     structure: object = None
+    loose: _Symmetry | None = None
 
 
 @dataclass
@@ -277,21 +285,30 @@ class Deduplicator:
     """Incremental deduplication: `add(atoms)` returns the id of the structure's first copy.
 
     symprec: spglib tolerance (Å) of the symmetry invariant. fp_tol: largest difference of any
-    fingerprint component (neighbour counts) between copies of one structure. ltol, stol,
-    angle_tol: StructureMatcher tolerances (pymatgen defaults). use_symmetry=False skips the
-    spglib invariant (for noisy structures whose detected symmetry may differ).
+    fingerprint component (neighbour counts) between copies of one structure for the full
+    comparison; candidates up to wide_factor * fp_tol of the same space group only get the
+    standard-cell proof (a rattled copy's fingerprint can miss fp_tol when a species has one
+    atom). max_rescues: most StructureMatcher calls against candidates of another space
+    group. ltol, stol, angle_tol: StructureMatcher tolerances; ltol is half pymatgen's
+    default 0.2, which merges distinct long one-dimensional stackings (a ~17 % anisotropic
+    strain of one 12-layer bcc cell maps it onto another decoration within stol).
+    use_symmetry=False skips the spglib invariant (for noisy structures whose detected
+    symmetry may differ).
     """
 
     symprec: float = 0.1
     fp_tol: float = 0.3
-    ltol: float = 0.2
+    ltol: float = 0.1
     stol: float = 0.3
     angle_tol: float = 5.0
     use_symmetry: bool = True
+    max_rescues: int = 4
+    wide_factor: float = 2.0
     n_matcher_calls: int = 0
     n_symmetry_calls: int = 0
     n_fast_matches: int = 0
     n_symmetry_rescues: int = 0
+    n_wide_matches: int = 0
     _grid: dict = field(default_factory=dict, repr=False)
     _entries: list = field(default_factory=list, repr=False)
     _matcher: object = field(default=None, repr=False)
@@ -321,7 +338,7 @@ class Deduplicator:
         base = np.floor(x).astype(int)
         if not probe:
             return [tuple(base.tolist())]
-        tol = self.fp_tol / _HASH_STEP
+        tol = self.wide_factor * self.fp_tol / _HASH_STEP
         choices = []
         for xi, bi in zip(x.tolist(), base.tolist()):
             opts = [bi]
@@ -338,6 +355,14 @@ class Deduplicator:
             entry.sym = (_symmetry(entry.atoms, self.symprec) if self.use_symmetry
                          else _Symmetry((), None, None, None))
         return entry.sym
+
+    def _loose_sym(self, entry: _Entry) -> _Symmetry:
+        """Symmetry at twice symprec (only its space-group key is used: a rescue hint)."""
+        if entry.loose is None:
+            self.n_symmetry_calls += 1
+            entry.loose = (_symmetry(entry.atoms, 2.0 * self.symprec) if self.use_symmetry
+                           else _Symmetry((), None, None, None))
+        return entry.loose
 
     def _structure(self, entry: _Entry):
         if entry.structure is None:
@@ -358,14 +383,14 @@ class Deduplicator:
         candidates = ids
         fps = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
         diff = np.max(np.abs(fps - query.fp), axis=1)
-        other_symmetry = None  # nearest candidate whose detected space group differs
-        for idx in np.argsort(diff):
+        order = np.argsort(diff)
+        other_symmetry = []  # candidates whose detected space group differs, nearest first
+        for idx in order:
             if diff[idx] >= self.fp_tol:
                 break
             other = self._entries[candidates[idx]]
             if self._sym(other).key != self._sym(query).key:
-                if other_symmetry is None:
-                    other_symmetry = idx
+                other_symmetry.append(idx)
                 continue
             if same_standard_cell(self._sym(other), self._sym(query)):
                 self.n_fast_matches += 1
@@ -379,14 +404,47 @@ class Deduplicator:
                 same = self._matcher.fit(self._structure(query), self._structure(other))
             if same:
                 return candidates[idx]
-        # spglib can lose symmetry on a slightly noisy copy (its tolerance fallback): give the
-        # nearest candidate of another space group one full StructureMatcher comparison
-        if other_symmetry is not None and diff[other_symmetry] < 0.5 * self.fp_tol:
-            other = self._entries[candidates[other_symmetry]]
+        # the fingerprint of a species with one or two atoms in the cell is not averaged and a
+        # rattled copy can miss fp_tol (up to 0.33 for 0.005 Å on a 12-atom CuPd11): candidates
+        # up to wide_factor * fp_tol of the same space group get the cheap proof only
+        for idx in order:
+            if diff[idx] < self.fp_tol:
+                continue
+            if diff[idx] >= self.wide_factor * self.fp_tol:
+                break
+            other = self._entries[candidates[idx]]
+            if (self._sym(other).key == self._sym(query).key
+                    and same_standard_cell(self._sym(other), self._sym(query))):
+                self.n_fast_matches += 1
+                self.n_wide_matches += 1
+                return candidates[idx]
+        # spglib can lose symmetry on a slightly noisy copy (its tolerance fallback: a
+        # 0.005 Å-rattled long C2/m cell comes out P-1 at symprec 0.1 and C2/m at 0.2). Near
+        # candidates (fingerprint within fp_tol/2) of another space group get one full
+        # StructureMatcher comparison (at most max_rescues) if they are the nearest such
+        # candidate or if their space groups at symprec or twice symprec share one. Trying
+        # only the nearest is not enough: fingerprints tie between some distinct structures
+        # (fcc Cu6Pd6 HNF (1,0,1,0,6,12) C2/m and (1,0,2,0,0,6) C2, same labelling).
+        rescue = [idx for idx in other_symmetry if diff[idx] < 0.5 * self.fp_tol]
+        if not rescue:
+            return None
+        qkeys = None
+        calls = 0
+        for rank, idx in enumerate(rescue):
+            if calls == self.max_rescues:
+                break
+            other = self._entries[candidates[idx]]
+            if rank > 0:
+                if qkeys is None:
+                    qkeys = {self._sym(query).key, self._loose_sym(query).key}
+                okeys = {self._sym(other).key, self._loose_sym(other).key}
+                if not qkeys & okeys:
+                    continue
             self.n_matcher_calls += 1
+            calls += 1
             if self._matcher.fit(self._structure(query), self._structure(other)):
                 self.n_symmetry_rescues += 1
-                return candidates[other_symmetry]
+                return candidates[idx]
         return None
 
     def find(self, atoms: Atoms) -> int | None:

@@ -162,3 +162,67 @@ def test_cli_dedup(tmp_path, capsys):
     assert main(["dedup", str(src), "-o", str(out), "--symprec", "-1"]) == 2
     err = capsys.readouterr().err
     assert "csp: error:" in err
+
+
+# ---- regressions found by bench/dedup_speed.py (docs/benchmarks.md, "Deduplication") ----
+
+def _enumerated(lattice, elements, n, hnf, labeling):
+    return next(a for a in enumerate_structures(lattice, elements, n, min_atoms=n)
+                if tuple(a.info["hnf"]) == hnf and a.info["labeling"] == labeling)
+
+
+def _bench_copy(atoms, rng):
+    """bench/dedup_speed.py's disguise of a > 4-atom cell: rotation, translation, shuffle,
+    ±5 % volume, 0.005 Å rattle."""
+    return _disguise(atoms, rng, noise=0.005, scale=rng.uniform(0.95, 1.05) ** (1 / 3))
+
+
+def test_long_bcc_stackings_up_to_12_atoms_all_distinct():
+    # every bcc Cu-Pd derivative structure up to 12 atoms is distinct by construction; with
+    # pymatgen's default ltol = 0.2 seven pairs of long 1-D stackings (HNF (1,0,1,8,8,12) and
+    # (1,0,1,4,4,12)) were merged: a ~17 % anisotropic strain maps one decoration onto the other
+    pool = list(enumerate_structures("bcc", "Cu,Pd", 12))
+    assert len(pool) == 10850
+    groups = deduplicate(pool)
+    assert len(groups) == len(pool)
+
+
+def test_copies_that_lose_symmetry_find_their_original_past_a_fingerprint_twin():
+    # a 0.005 Å-rattled copy of this 12-atom fcc C2/m cell often comes out P-1 at symprec 0.1;
+    # the (1,0,2,0,0,6) structure with the same labelling is a different structure (C2) whose
+    # fingerprint equals the original's, so "try the nearest other space group" could pick it
+    # and never reach the original
+    original = _enumerated("fcc", "Cu,Pd", 12, (1, 0, 1, 0, 6, 12), "aababbaabbab")
+    twin = _enumerated("fcc", "Cu,Pd", 12, (1, 0, 2, 0, 0, 6), "aababbaabbab")
+    assert np.allclose(fingerprint(twin), fingerprint(original))
+    rng = np.random.default_rng(0)
+    copies = []
+    while len(copies) < 3:
+        c = _bench_copy(original, rng)
+        if dedup_mod._symmetry(c, 0.1).key != dedup_mod._symmetry(original, 0.1).key:
+            copies.append(c)
+    for first in ([twin, original], [original, twin]):
+        d = Deduplicator()
+        ids = [d.add(a) for a in first]
+        assert ids == [0, 1]
+        assert [d.add(c) for c in copies] == [ids[first.index(original)]] * 3
+        # and the other way round: copies stored first, the original arrives later
+        d = Deduplicator()
+        assert [d.add(a) for a in [twin, *copies]] == [0, 1, 1, 1]
+        assert d.add(original) == 1
+
+
+def test_copies_whose_fingerprints_differ_by_more_than_fp_tol_are_merged():
+    # the single Cu of CuPd11 (and the single Pd of hcp Ag2Cu3Pd) averages nothing: two
+    # rattled copies' far-shell counts can differ by more than fp_tol
+    for spec in [("fcc", "Cu,Pd", 12, (1, 0, 1, 0, 11, 12), "abbbbbbbbbbb"),
+                 ("hcp", "Cu,Pd,Ag", 6, (1, 0, 1, 0, 0, 3), "aaccab")]:
+        original = _enumerated(*spec)
+        rng = np.random.default_rng(1)
+        copies = [_bench_copy(original, rng) for _ in range(150)]
+        fps = np.array([fingerprint(c) for c in copies])
+        far = np.max(np.abs(fps[:, None] - fps[None]), axis=2)
+        i, j = np.unravel_index(np.argmax(far), far.shape)
+        assert far[i, j] > Deduplicator().fp_tol
+        d = Deduplicator()
+        assert d.add(copies[i]) == 0 and d.add(copies[j]) == 0 and d.add(original) == 0
