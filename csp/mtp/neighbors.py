@@ -209,35 +209,9 @@ def prepare(cell, pbc, positions, cutoff):
 
 @njit(cache=True)
 def _csr(cell, pbc, positions, cutoff):
-    n = positions.shape[0]
-    wpos, gpos, gidx, use_bins, lo, size, nb, start, order = prepare(cell, pbc, positions, cutoff)
-    offsets = np.zeros(n + 1, np.int64)
-    cap = 64
-    buf_r = np.empty((cap, 3))
-    buf_j = np.empty(cap, np.int64)
-    total_cap = max(16, n * 32)
-    all_r = np.empty((total_cap, 3))
-    all_j = np.empty(total_cap, np.int64)
-    for i in range(n):
-        cnt = gather(wpos[i], gpos, gidx, use_bins, lo, size, nb, start, order, cutoff, buf_r, buf_j)
-        if cnt > cap:
-            cap = 2 * cnt
-            buf_r = np.empty((cap, 3))
-            buf_j = np.empty(cap, np.int64)
-            cnt = gather(wpos[i], gpos, gidx, use_bins, lo, size, nb, start, order, cutoff, buf_r, buf_j)
-        o = offsets[i]
-        if o + cnt > total_cap:
-            total_cap = 2 * (o + cnt)
-            new_r = np.empty((total_cap, 3))
-            new_j = np.empty(total_cap, np.int64)
-            new_r[:o] = all_r[:o]
-            new_j[:o] = all_j[:o]
-            all_r, all_j = new_r, new_j
-        all_r[o:o + cnt] = buf_r[:cnt]
-        all_j[o:o + cnt] = buf_j[:cnt]
-        offsets[i + 1] = o + cnt
-    m = offsets[n]
-    return offsets, all_j[:m].copy(), all_r[:m].copy()
+    offsets = np.zeros(2, np.int64)
+    offsets[1] = positions.shape[0]
+    return csr_batch(cell.reshape(1, 3, 3), pbc.reshape(1, 3), positions, offsets, cutoff)
 
 
 @njit(cache=True)
