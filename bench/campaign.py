@@ -93,7 +93,7 @@ def main() -> int:
             return 0
         with open(args.mpi_part, "rb") as fh:
             mtp, aset, species, cands = pickle.load(fh)
-        run_stage(mtp, aset, species, cands[:64], farm)  # numba warm-up on both ranks
+        run_stage(mtp, aset, species, cands[:64 * 2 * farm.size], farm)  # numba warm-up on every rank
         wall, rows = run_stage(mtp, aset, species, cands, farm)
         farm.stop()
         print(summary(f"level {args.level}", wall, farm.size, rows))
@@ -105,7 +105,7 @@ def main() -> int:
     print("| potential | ranks | relaxations | wall (s) | relaxations/s/core | mean steps | status |")
     print("|---|---|---|---|---|---|---|")
     farm = Farm()
-    run_stage(mtp, aset, species, cands[:64], farm)  # numba warm-up
+    run_stage(mtp, aset, species, cands[:64 * 2 * farm.size], farm)  # numba warm-up
     wall, rows = run_stage(mtp, aset, species, cands, farm)
     print(summary(f"level {args.level}", wall, 1, rows), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
