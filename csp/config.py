@@ -323,27 +323,23 @@ def _candidates(c: _Checker, value: Any, elements: tuple[str, ...], seed: int) -
 
 
 def _evolution(c: _Checker, value: Any, elements: tuple[str, ...], seed: int) -> EvolutionConfig | None:
-    """`candidates.evolution` (false/absent: off; true or a mapping: on), validated by
-    `csp.evolution.section.from_section`, whose messages ('<key>: <problem>') are re-issued in
-    this file's style."""
+    """`candidates.evolution` (false/absent: off; true or a mapping: on). Keys are checked here like
+    every other section; values by `csp.evolution.section.from_section`, whose one-line messages
+    ('<key>: <problem>') are re-issued with this file's name."""
     if value is None or value is False:
         return None
-    from csp.evolution.section import from_section
+    from csp.evolution.section import KEYS, from_section
 
     key = "candidates.evolution"
+    if value is not True:
+        c.mapping(value, key, KEYS)
     try:
         space, settings, evo_seed = from_section(value, elements, seed, where=key)
     except (InputError, ValueError) as exc:
-        text = str(exc)
-        where, sep, message = text.partition(": ")
-        unknown = re.match(r"unknown key '([^']+)'; allowed: (.*)$", message)
-        if unknown:   # the same wording as c.mapping's
-            near = difflib.get_close_matches(unknown.group(1), unknown.group(2).split(", "), n=1)
-            hint = f" (did you mean '{near[0]}'?)" if near else ""
-            c.fail(f"{where}.{unknown.group(1)}", f"unknown key{hint}; allowed: {unknown.group(2)}")
+        where, sep, message = str(exc).partition(": ")
         if sep and where.startswith(key):
             c.fail(where, message)
-        c.fail(key, text)
+        c.fail(key, str(exc))
     return EvolutionConfig(space=space, settings=settings, seed=evo_seed)
 
 

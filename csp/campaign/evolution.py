@@ -163,10 +163,10 @@ class EvolutionStep:
             self.store.mark_step(step, {"structures": len(start), "round": state.round})
         recs = {r.ident: r for r in self.store.offspring(generation=gen)}
         out_atoms, out_e = [], []
-        for i in idents:
+        for i, given in zip(idents, structures):
             r = recs[i]
             ok = r.status is not None and relaxed_ok(r.status) and r.energy is not None and r.atoms is not None
-            out_atoms.append(r.atoms if ok else structures[idents.index(i)])
+            out_atoms.append(r.atoms if ok else given)
             out_e.append(float(r.energy) if ok else None)
         return out_atoms, out_e
 
@@ -230,12 +230,3 @@ class EvolutionStep:
         n = len(existing)
         keep = sorted(min(g) - n for g in groups if min(g) >= n)
         return [structures[i] for i in keep]
-
-
-def evolution_summary(store: CampaignStore) -> dict | None:
-    """Everything the report needs about the evolution (None when the campaign ran none):
-    generations (stats dicts), structures (EvolutionRecord), meta (stopped, hull, population)."""
-    gens = store.generations()
-    if not gens:
-        return None
-    return {"generations": gens, "structures": store.offspring(), "meta": store.get_meta("evolution") or {}}

@@ -190,18 +190,15 @@ def graded_evaluator(mtp, aset) -> tuple[Evaluator, Grader]:
     per-site basis values of the energy evaluation of the same step (one pass over the
     neighbours per step instead of two). The grader falls back to a full evaluation when it is
     asked about positions other than those just evaluated."""
-    from csp.mtp.evaluate import Batch, calc_efs_batch
     from csp.mtp.grade import grade_from_site_basis
 
     last: dict[str, Any] = {}
     fallback = grader(mtp, aset)
 
-    def evaluate(cells, positions, types, offsets):
-        batch = Batch(cells=cells, pbc=np.ones((len(cells), 3), dtype=bool), positions=positions,
-                      types=types, offsets=offsets)
-        res = calc_efs_batch(mtp, batch, check=False, site_basis=True)
-        last.update(positions=positions, offsets=np.array(offsets), basis=res.site_basis)
-        return res.energies, res.forces, res.stresses
+    def keep(positions, offsets, basis):
+        last.update(positions=positions, offsets=np.array(offsets), basis=basis)
+
+    evaluate = mtp_evaluator(mtp, site_basis=keep)
 
     def grade(cells, positions, types, offsets):
         if positions is last.get("positions") and np.array_equal(offsets, last["offsets"]):

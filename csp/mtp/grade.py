@@ -85,8 +85,12 @@ def configuration_rows(mtp: MTP, data: FitData, nbh: np.ndarray | None = None) -
     """(K, S + n_scalar) rows dE/d(theta_lin) / N."""
     if nbh is None:
         nbh = neighborhood_rows(mtp, data)
-    sums = np.add.reduceat(nbh, data.atom_off[:-1], axis=0)
-    return sums / data.natoms[:, None]
+    return _mean_rows(nbh, data.atom_off)
+
+
+def _mean_rows(nbh: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per-structure mean of per-site rows (structure s: sites offsets[s]:offsets[s+1])."""
+    return np.add.reduceat(nbh, offsets[:-1], axis=0) / np.diff(offsets)[:, None]
 
 
 def grade_flat(mtp: MTP, active_set: "ActiveSet", cells: np.ndarray, positions: np.ndarray, types: np.ndarray,
@@ -124,8 +128,7 @@ def _grades_of_sites(active_set: "ActiveSet", nbh: np.ndarray, offsets: np.ndarr
     of the per-atom mean row dE/dθ / N (configuration mode)."""
     if active_set.mode == "neighborhood":
         return np.maximum.reduceat(active_set.grades_of_rows(nbh), offsets[:-1])
-    rows = np.add.reduceat(nbh, offsets[:-1], axis=0) / np.diff(offsets)[:, None]
-    return active_set.grades_of_rows(rows)
+    return active_set.grades_of_rows(_mean_rows(nbh, offsets))
 
 
 @dataclass
@@ -209,15 +212,14 @@ def grade(mtp: MTP, active_set: ActiveSet, structures: Sequence, *, species: Seq
     active_set.check(mtp)
     if mode is not None and mode != active_set.mode:
         raise InputError(f"active set is in {active_set.mode} mode, {mode} grades requested (rebuild it)")
+    if per_atom and active_set.mode != "neighborhood":
+        raise InputError("per-atom grades need a neighborhood-mode active set")
     data = _data(mtp, structures, species)
     nbh = neighborhood_rows(mtp, data)
-    if active_set.mode == "neighborhood":
-        g_atoms = active_set.grades_of_rows(nbh)
-        per_cfg = np.maximum.reduceat(g_atoms, data.atom_off[:-1]) if len(g_atoms) else np.zeros(0)
-        if per_atom:
-            return per_cfg, [g_atoms[data.atom_off[c]:data.atom_off[c + 1]] for c in range(data.n_configs)]
-        return per_cfg
-    per_cfg = active_set.grades_of_rows(configuration_rows(mtp, data, nbh))
+    if len(nbh) == 0:
+        return (np.zeros(0), []) if per_atom else np.zeros(0)
     if per_atom:
-        raise InputError("per-atom grades need a neighborhood-mode active set")
-    return per_cfg
+        g_atoms = active_set.grades_of_rows(nbh)
+        per_cfg = np.maximum.reduceat(g_atoms, data.atom_off[:-1])
+        return per_cfg, [g_atoms[data.atom_off[c]:data.atom_off[c + 1]] for c in range(data.n_configs)]
+    return _grades_of_sites(active_set, nbh, data.atom_off)
