@@ -23,6 +23,7 @@ from collections import deque
 from typing import Any, Callable, Iterable, Sequence
 
 TAG_TASK, TAG_RESULT, TAG_STOP = 11, 12, 13
+ABORT_GRACE = 0.5   # s between printing an abort message and MPI_Abort
 
 
 class SerialComm:
@@ -154,6 +155,10 @@ class Farm:
         if message:
             print(message, file=sys.stderr, flush=True)
         sys.stdout.flush()
+        if self.size > 1:
+            # the launcher forwards each rank's output through pipes; MPI_Abort tears the job
+            # down at once, and without a pause the message was lost in ~1 run of 12
+            time.sleep(ABORT_GRACE)
         self.comm.Abort(code)
 
     # -- workers ----------------------------------------------------------------------------
