@@ -65,13 +65,16 @@ def test_heredity_variable_composition_stays_in_space(parents):
     space = SearchSpace(ELEMENTS, max_atoms=6, fraction_range={"Au": (0.2, 0.6)})
     op = Heredity(space)
     g = rng(3)
+    made = 0
     for k in range(TRIALS):
         a, b = (parents[i] for i in g.choice(len(parents), 2, replace=False))
         child = op([a, b], g)
         if child is not None:
+            made += 1
             c = counts(child)
             assert 1 <= sum(c) <= 6 and 0.2 <= c[1] / sum(c) <= 0.6
             assert space.valid(child)
+    assert made >= TRIALS // 2, f"heredity produced only {made} of {TRIALS} children"
 
 
 def test_lattice_mutation_keeps_volume_within_bounds(parents):

@@ -36,6 +36,7 @@ def binary():
 def test_symmetry_distances_composition(binary):
     assert len(binary) == 24
     groups = set()
+    ratios = []
     for atoms in binary:
         assert atoms.info["source"] == "random"
         sg = atoms.info["space_group"]
@@ -48,7 +49,9 @@ def test_symmetry_distances_composition(binary):
         # volume: Vegard volume times a factor in [1.0, 1.3]
         ratio = atoms.get_volume() / vegard_volume(symbols)
         assert 1.0 - 1e-9 <= ratio <= 1.3 + 1e-9
+        ratios.append(ratio)
     assert len(groups) >= 8  # space groups really are drawn at random
+    assert max(ratios) - min(ratios) > 0.1  # and so is the volume factor (not stuck at one end)
 
 
 def test_same_seed_same_structures(binary):
