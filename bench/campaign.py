@@ -55,14 +55,15 @@ def build(level: int, count: int, seed: int = 0):
 
 def run_stage(mtp, aset, species, cands, farm, batch_size: int = 64):
     from csp.campaign.farm import chunks
-    from csp.learn import relax_task
+    from csp.campaign.learn import RelaxTask, run_relax_task
+    from csp.config import RelaxSettings
 
-    settings = {"fmax": 0.01, "stress_tol": 0.1 * 0.006241509, "max_steps": 500, "optimizer": "bfgs",
-                "select_threshold": 2.0, "break_threshold": 10.0}
+    settings = RelaxSettings(fmax=0.01, stress_tol=0.1 * 0.006241509, max_steps=500, optimizer="bfgs")
     ids = list(range(len(cands)))
-    items = [(mtp, aset, species, list(b), [cands[i] for i in b], settings) for b in chunks(ids, batch_size)]
+    items = [RelaxTask(mtp, aset, tuple(species), tuple(b), tuple(cands[i] for i in b), settings, 2.0, 10.0)
+             for b in chunks(ids, batch_size)]
     t0 = time.perf_counter()
-    outs = farm.map(relax_task, items)
+    outs = farm.map(run_relax_task, items)
     wall = time.perf_counter() - t0
     rows = [r for o in outs for r in o["rows"]]
     return wall, rows

@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python bench/evolution.py [--generations 3] [--population 200] [--emt]
     OMP_NUM_THREADS=1 python bench/evolution.py --campaign [--ranks 2] [--generations 2] [--level 8]
 
-Potentials: the MLIP-trained level-10 MTP for Au/Ag/Cu (`/work/shared/conformance/mtp/multi_10`,
+Potentials: the MLIP-trained level-10 MTP for Au/Ag/Cu (`tests/data/conformance/mtp/multi_10`,
 trained on EMT molecular dynamics) used on the Cu–Au binary, relaxations batched through
 `csp.relax.relax_structures` + `mtp_evaluator` (one `calc_efs_batch` call per optimiser step for
 the whole generation), and — with --emt — ASE's EMT through the same relaxer (one EMT
@@ -26,16 +26,18 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 
 from csp.evolution import EvolutionSettings, SearchSpace, evolve
-from csp.relax import mtp_evaluator, relax_structures
+from csp.mtp.relax_evaluator import mtp_evaluator
+from csp.relax import relax_structures
 from csp.structures.random_structures import random_structures
 
 ELEMENTS = ("Cu", "Au")
-MTP_PATH = "/work/shared/conformance/mtp/multi_10/pot.mtp"
+MTP_PATH = Path(__file__).resolve().parents[1] / "tests" / "data" / "conformance" / "mtp" / "multi_10" / "pot.mtp"
 MTP_SPECIES = ("Au", "Ag", "Cu")
 
 

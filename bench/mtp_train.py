@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-CONF = Path("/work/shared/conformance/mtp")
+CONF = Path(__file__).resolve().parents[1] / "tests" / "data" / "conformance" / "mtp"
 
 
 def trajectory(n: int = 101, seed: int = 0):

@@ -67,6 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = exc.filename if exc.filename is not None else ""
         print(f"csp: error: cannot open '{name}': {exc.strerror}", file=sys.stderr)
         return EXIT_INPUT
+    except Exception as exc:  # a full, read-only or failing disk is one line; anything else a bug
+        from csp.atomic import storage_error_message
+
+        message = storage_error_message(exc, getattr(locals().get("args"), "run_dir", None))
+        if message is None:
+            raise
+        print(f"csp: error: {message}", file=sys.stderr)
+        return EXIT_INPUT
     except KeyboardInterrupt:
         print("csp: interrupted", file=sys.stderr)
         return 130

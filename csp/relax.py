@@ -379,22 +379,3 @@ def ase_evaluator(make_calc: Callable[[], object], species: Sequence[str]) -> Ev
         return e, f, s
 
     return evaluate
-
-
-def mtp_evaluator(mtp, site_basis: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None) -> Evaluator:
-    """An Evaluator for a `csp.mtp.MTP`: one `calc_efs_batch` call per step for the whole batch.
-
-    Structures are periodic in 3D; types index the potential's species. With `site_basis`, every
-    call also hands (positions, offsets, per-site scalar basis values) to it — the by-product the
-    extrapolation grade of the same step needs."""
-    from csp.mtp.evaluate import Batch, calc_efs_batch
-
-    def evaluate(cells, positions, types, offsets):
-        batch = Batch(cells=cells, pbc=np.ones((len(cells), 3), dtype=bool), positions=positions,
-                      types=types, offsets=offsets)
-        res = calc_efs_batch(mtp, batch, check=False, site_basis=site_basis is not None)
-        if site_basis is not None:
-            site_basis(positions, offsets, res.site_basis)
-        return res.energies, res.forces, res.stresses
-
-    return evaluate

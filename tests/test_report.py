@@ -18,7 +18,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.io.cif import CifParser
 
 from csp.reference import get_reference
-from csp.report import (CandidateRecord, Counts, Failure, LearningRound, ReportData, space_group,
+from csp.report import (CandidateRecord, Counts, Failure, LearningRound, ReportData, StageCounts, space_group,
                         write_report)
 
 FCC = [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]
@@ -77,7 +77,7 @@ def synthetic(n_extra: int = 30, seed: int = 0, ternary: bool = False) -> Report
         cands.append(CandidateRecord(id=f"r{i}", origin="random", stage=stage, atoms=atoms, mtp_energies=mtp))
     elements = ["Cu", "Au", "Pd"] if ternary else ["Cu", "Au"]
     n_ref = sum(c.reference_energy is not None for c in cands)
-    counts = Counts(candidates=len(cands), stage1_relaxed=len(cands) - 10, stage1_kept=20, stage2_kept=n_ref,
+    counts = Counts(candidates=len(cands), stages=[StageCounts(1, len(cands) - 10, 20), StageCounts(2, 20, n_ref)],
                     reference_relaxations=n_ref, reference_single_points=42, reference_failures=2)
     rounds = [LearningRound("stage1", k, 10 + 8 * k, 0.02 / (k + 1), 0.03 / (k + 1)) for k in range(4)]
     rounds += [LearningRound("stage2", k, 42 + 5 * k, 0.004, 0.006) for k in range(2)]
@@ -95,8 +95,9 @@ def test_hull_json_schema_and_values(tmp_path):
     doc = json.loads((tmp_path / "hull.json").read_text())
     assert doc["schema"] == "csp-hull/1" and doc["elements"] == ["Cu", "Au"] and doc["name"] == "cu-au-test"
     assert doc["reference"] == {"name": "emt", "settings": {"calculator": "emt", "relax": {"fmax": 0.01}}}
-    assert doc["counts"] == {"candidates": 36, "stage1_relaxed": 26, "stage1_kept": 20, "stage2_kept": 6,
-                             "reference_relaxations": 6, "reference_single_points": 42, "reference_failures": 2}
+    assert doc["counts"] == {"candidates": 36, "stage1_relaxed": 26, "stage1_kept": 20, "stage2_relaxed": 20,
+                             "stage2_kept": 6, "reference_relaxations": 6, "reference_single_points": 42,
+                             "reference_failures": 2}
     assert doc["wall_time"] == {"stage1": 12.5, "stage2": 30.0, "reference": 7.25}
     hull = data.hull()
     assert [p["id"] for p in doc["hull_phases"]] == [r.id for r in hull.stable()]
@@ -210,3 +211,152 @@ def test_structure_without_a_symmetry_cell_is_written_as_p1(tmp_path):
     assert write_cif(overlapping, tmp_path / "x.cif") == ("P1", 1)
     back = CifParser(str(tmp_path / "x.cif")).parse_structures(primitive=False)[0]
     assert len(back) == 2 and back.volume == pytest.approx(27.0)
+
+
+# -- collected from a campaign store (csp.report.data.collect) ----------------------------------
+def _store_report(tmp_path, new_fields=True, audit=True, within=0.05):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from report_store import make_store, with_audit
+
+    from csp.campaign.store import CampaignStore
+    from csp.report import collect
+
+    ids = make_store(tmp_path / "run", new_fields=new_fields)
+    with CampaignStore(tmp_path / "run") as store:
+        if audit:
+            with_audit(store, ids)
+        data = collect(store, within=within)
+    return ids, data
+
+
+def test_collect_from_store(tmp_path):
+    ids, data = _store_report(tmp_path)
+    assert data.elements == ["Cu", "Au"] and data.reference == "emt" and data.name == "cu-au-synthetic"
+    assert data.counts.as_dict() == {"candidates": 12, "stage1_relaxed": 12, "stage1_kept": 8, "stage2_relaxed": 8,
+                                     "stage2_kept": 8, "reference_relaxations": 8, "reference_single_points": 7,
+                                     "reference_failures": 2}
+    rec = {c.id: c for c in data.candidates}
+    assert rec[str(ids["L12"])].stage == "reference" and rec[str(ids["r0"])].stage == "stage1"
+    assert rec[str(ids["lost"])].stage == "stage2" and rec[str(ids["lost"])].reference_energy is None
+    assert data.sigma == {"stage1": 0.011, "stage2": 0.006}       # the σ each window used
+    assert [s.stage for s in data.stages] == [1, 2]
+    s1, s2 = data.stages
+    assert (s1.level, s1.window, s1.window_sigmas, s1.bound, s1.passes, s1.rounds, s1.training_size) == \
+        (6, 0.08, 4.0, 0.03, 2, 2, 5)
+    assert s2.error_model == {"rmse": 0.005, "q95": 0.02, "max": 0.025, "bias": 0.001, "n": 7}
+    assert len(s2.audit) == 4 and [p.candidate_id for p in s2.exceeded()] == [str(ids["L10"])]
+    assert s2.audited()["max"] == pytest.approx(0.02)
+    assert [(s.candidate_id, s.predicted_above_hull) for s in data.skipped] == [(str(ids["r3"]), 0.041)]
+    assert data.stop_reason == "every survivor relaxed"
+    assert data.notes[0].startswith("Stage 2: 1 of 4 audited structures have an MTP error above the bound 12.0")
+    lost = [n for n in data.notes if "the hull may be missing this structure" in n]
+    assert len(lost) == 1 and f"Candidate {ids['lost']} (CuAu3) survived stage 2 at" in lost[0]
+    assert [f.reason for f in data.failures] == ["scf: did not converge"] * 2
+    stable = {r.id for r in data.hull().stable()}                # the one final hull, built by collect
+    copies = {str(ids["L12"]), str(ids["L12-copy"])}
+    assert data.final_hull is not None and len(stable & copies) == 1
+    assert stable - copies == {str(ids[n]) for n in ("cu-fcc", "au-fcc", "L10")}
+    assert data.settings["screening"]["stages"][1]["window"] == 3.0
+
+
+def test_report_from_store(tmp_path):
+    ids, data = _store_report(tmp_path)
+    paths = write_report(data, tmp_path / "report")
+    doc = json.loads(paths["hull.json"].read_text())
+    assert doc["within"] == 0.05 and [s["stage"] for s in doc["stages"]] == [1, 2]
+    cu3au = [s for s in doc["structures"] if s["formula"] == "Cu3Au"]
+    assert len(cu3au) == 1 and cu3au[0]["copies"] == 2                       # the copy is merged
+    assert sorted(cu3au[0]["ids"]) == sorted([str(ids["L12"]), str(ids["L12-copy"])])
+    assert all((tmp_path / "report" / s["structure_file"]).is_file() for s in doc["structures"])
+    assert {s["formula"] for s in doc["structures"]} == {"Cu", "Au", "Cu3Au", "CuAu", "CuAu3"}
+    assert doc["stages"][1]["audit_exceeding_bound"] == 1 and doc["skipped_survivors"][0]["reason"]
+    md = paths["report.md"].read_text()
+    assert "## Screening stages and error model" in md and "| quantity | stage 1 | stage 2 |" in md
+    assert "| error bound (meV/atom) | 30.0 | 12.0 |" in md and "| audited: above the bound | 0 | 1 |" in md
+    assert "### Skipped survivors" in md and "| screening.stages[0].level | 6 |" in md
+    assert "](structures/Cu3Au_Pm-3m_" in md and "![Audit points: MTP vs reference](figures/audit.png)" in md
+    assert "stage 3" not in md and "stage3" not in md
+    assert "eV/atom" not in md.replace("meV/atom", "")                        # one unit everywhere
+
+
+def test_report_from_an_older_store(tmp_path):
+    """No per-stage screening details, audit points or skipped survivors: those parts are left out."""
+    ids, data = _store_report(tmp_path, new_fields=False, audit=False, within=0.0)
+    assert [s.bound for s in data.stages] == [None, None] and data.skipped == [] and data.stop_reason == ""
+    paths = write_report(data, tmp_path / "report")
+    md = paths["report.md"].read_text()
+    assert "error bound" not in md and "audited" not in md and "survivors" not in md
+    assert "| σ (meV/atom) | 11.0 | 6.0 |" in md and "| window (meV/atom) | 80.0 | 50.0 |" in md
+    assert not (tmp_path / "report" / "figures" / "audit.png").exists()
+    doc = json.loads(paths["hull.json"].read_text())
+    assert all(s["e_above_hull"] == 0.0 for s in doc["structures"])          # --within 0: the hull phases
+
+
+def test_counts_of_any_number_of_stages(tmp_path):
+    from csp.report import Counts, StageCounts
+    from csp.report.render import _funnel
+
+    data = synthetic(n_extra=0)
+    data.counts = Counts(candidates=9, stages=[StageCounts(k, 9 - k, 8 - k) for k in (1, 2, 3)])
+    assert list(data.counts.as_dict())[1:7] == ["stage1_relaxed", "stage1_kept", "stage2_relaxed", "stage2_kept",
+                                                "stage3_relaxed", "stage3_kept"]
+    assert [n for n, _ in _funnel(data, 2)] == ["candidates", "stage 1 relaxed", "stage 1 kept", "stage 2 relaxed",
+                                                "stage 2 kept", "stage 3 relaxed", "stage 3 kept",
+                                                "reference relaxations", "hull phases"]
+    data.counts = Counts(candidates=9, stages=[StageCounts(1, 9, 4)])
+    assert "stage 2 kept" not in [n for n, _ in _funnel(data, None)]
+
+
+def test_settings_are_a_readable_table():
+    from csp.report.render import flatten
+
+    rows = dict(flatten({"elements": ["Cu", "Pd"], "candidates": {"enumerate": {"lattices": ["fcc"]}, "random": None},
+                         "screening": {"stages": [{"level": 6}, {"level": 10, "window": 3.0}]},
+                         "dedup": True, "empty": {}}))
+    assert rows == {"elements": "Cu, Pd", "candidates.enumerate.lattices": "fcc", "candidates.random": "null",
+                    "screening.stages[0].level": "6", "screening.stages[1].level": "10",
+                    "screening.stages[1].window": "3.0", "dedup": "true", "empty": "{}"}
+
+
+def test_report_from_the_stage_records_of_the_audited_screening(tmp_path):
+    """The stage summary the audited screening writes: no `window` (the bound is the window,
+    window_sigmas × σ), the stage's own list of audited candidates above the bound, σ = inf for a
+    stage without audit points (JSON has no infinity: null in hull.json, '∞' on the page)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from report_store import make_store, with_audit
+
+    from csp.campaign.store import CampaignStore
+    from csp.report import collect
+
+    ids = make_store(tmp_path / "run")
+    with CampaignStore(tmp_path / "run") as store:
+        em = {"n": 4, "sigma": 0.009, "sigma_estimate": 0.007, "rmse": 0.008, "bias": 0.001, "q95": 0.012,
+              "max": 0.02, "mu": {}}
+        store.mark_step("stage1/screened", {"level": 6, "relaxed": 12, "kept": 8, "window_sigmas": 4.0,
+                                            "sigma": float("inf"), "bound": float("inf"),
+                                            "error_model": {"n": 0}, "kept_untrusted": 0})
+        store.mark_step("stage2/screened", {"level": 6, "relaxed": 8, "kept": 8, "window_sigmas": 3.0, "sigma": 0.009,
+                                            "bound": 0.027, "error_model": em, "audit_over_bound": [ids["L10"]],
+                                            "kept_untrusted": 1, "passes": 3, "mtp_relaxations": 9})
+        with_audit(store, ids)
+        data = collect(store)
+    s1, s2 = data.stages
+    assert s2.window == 0.027 and s2.window_sigmas == 3.0 and s2.kept_untrusted == 1
+    assert s2.error_model == {k: em[k] for k in ("sigma", "sigma_estimate", "rmse", "q95", "max", "bias", "n")}
+    assert [p.candidate_id for p in s2.exceeded()] == [str(ids["L10"])]
+    assert f"the audited MTP error of 1 structure(s) (candidates {ids['L10']}) exceeded the bound 27.0" in data.notes[0]
+    assert data.sigma == {"stage2": 0.009}
+    paths = write_report(data, tmp_path / "report")
+    doc = json.loads(paths["hull.json"].read_text())                          # strict JSON: no Infinity
+    assert doc["stages"][0]["sigma"] is None and doc["stages"][1]["audit_exceeding_bound"] == 1
+    md = paths["report.md"].read_text()
+    assert "| σ (meV/atom) | ∞ | 9.0 |" in md and "| window (meV/atom) | ∞ | 27.0 |" in md
+    assert "| kept: relaxation broken by extrapolation | 0 | 1 |" in md
+    assert "Stage 1 (level 6): kept 8 of 12 relaxed structures (no error model: the window was unbounded); " \
+        "audited error RMSE 10.0, max 10.0 meV/atom over 4 structures." in md

@@ -5,7 +5,8 @@
 `csp.evolution.evolve` runs on rank 0, seeded with a diverse subset (`population_size`
 structures, `diverse_subset`) of the generated candidates. Its `relax` function relaxes each
 generation's offspring with the self-learning MTP through the machinery of the screening stages
-(`OffspringLearner`, a `StageLearner` whose results go to the store's `evolution` table):
+(`generation_learner`: a `StageLearner` whose `OffspringSink` puts results in the store's
+`evolution` table):
 batches on the task farm, grade watched at every step, extrapolative snapshots ─► MaxVol
 selection ─► reference single points added to the global training set ─► retrain ─► re-relax.
 The evolution's potential has the level of stage 1 and lives in the store as "stage 0"
@@ -38,7 +39,7 @@ from csp.campaign import model
 from csp.campaign.farm import Farm
 from csp.campaign.store import CampaignStore, EvolutionRecord
 from csp.config import Search
-from csp.learn import StageLearner, diverse_subset, relaxed_ok
+from csp.campaign.learn import CampaignContext, StageLearner, diverse_subset, relaxed_ok
 
 log = logging.getLogger("csp")
 
@@ -46,38 +47,38 @@ EVOLUTION_STAGE = 0   # potentials and training-set rows of the evolution (and o
 STEP = "evolution"
 
 
-class OffspringLearner(StageLearner):
-    """The stage loop over one generation's structures (evolution row key -> start structure).
-    Snapshots are stored under stage -(generation + 1) so that passes of generations never mix."""
+class OffspringSink:
+    """Results of one generation's loop (items are evolution row keys) into the evolution table;
+    its pass rows and snapshots live under the loop key -(generation + 1), so that passes of
+    generations never mix."""
 
-    def __init__(self, search: Search, store: CampaignStore, farm: Farm, generation: int,
-                 start: dict[int, Atoms], progress: Callable[[str, int], Any] | None = None):
-        super().__init__(search, store, farm, EVOLUTION_STAGE, search.screening.stages[0].level, start, progress)
-        self.generation = generation
-        self.tag = f"evolution-g{generation}"
-        first = f"{self.tag}/start"
-        if not store.step_done(first):   # rounds before this generation do not count for max_rounds
-            latest = store.latest_potential(EVOLUTION_STAGE)
-            store.mark_step(first, {"round": -1 if latest is None else latest["round"]})
-        self.round_base = max(0, store.step_info(first)["round"])
-        self.idents = {r.row: r.ident for r in store.offspring(rows=list(start))}
+    def __init__(self, store: CampaignStore, generation: int, rows: list[int]):
+        self.store, self.key = store, -1 - generation
+        self.idents = {r.row: r.ident for r in store.offspring(rows=rows)}
 
-    def _pass_done_ids(self, pass_no: int, pending: list[int]) -> set[int]:
-        return self.store.offspring_pass_done(pending, pass_no)
+    def publish(self, pass_no: int, rows: list[dict]) -> None:
+        self.store.set_offspring_results(rows, pass_no)
 
-    def _save_batch(self, pass_no: int, rows: list[dict], snapshots: list) -> None:
-        with self.store.transaction():
-            self.store.set_offspring_results(rows, pass_no)
-            self.store.add_snapshots(-1 - self.generation, pass_no, snapshots)
+    def label(self, item: int) -> str:
+        return self.idents[item]
 
-    def _results(self) -> dict[int, EvolutionRecord]:
-        return {r.row: r for r in self.store.offspring(rows=list(self.start))}
+    def candidate_id(self, item: int) -> int | None:
+        return None
 
-    def _snapshots(self, pass_no: int):
-        return self.store.snapshots(-1 - self.generation, pass_no)
 
-    def _single_point_job(self, pass_no: int, snap):
-        return f"sp:{self.tag}:pass{pass_no}:{self.idents[snap[1]]}", None, snap[3]
+def generation_learner(ctx: CampaignContext, generation: int, start: dict[int, Atoms]) -> StageLearner:
+    """The self-learning loop over one generation's structures (row key -> start structure),
+    continuing the evolution's potential (rounds before this generation do not count for
+    max_rounds)."""
+    store = ctx.store
+    tag = f"evolution-g{generation}"
+    first = f"{tag}/start"
+    if not store.step_done(first):
+        latest = store.latest_potential(EVOLUTION_STAGE)
+        store.mark_step(first, {"round": -1 if latest is None else latest["round"]})
+    base = max(0, store.step_info(first)["round"])
+    return StageLearner(ctx, OffspringSink(store, generation, list(start)), ctx.search.screening.stages[0].level,
+                        start, tag, potential_stage=EVOLUTION_STAGE, round_base=base)
 
 
 class _CurrentEvaluator:
@@ -158,8 +159,8 @@ class EvolutionStep:
         if not self.store.step_done(step):
             starts = {r.row: r.start for r in self.store.offspring(rows=list(rows.values()))}
             start = {rows[i]: starts[rows[i]] for i in idents}   # one store read, in offspring order
-            learner = OffspringLearner(self.search, self.store, self.farm, gen, start, self.progress)
-            state = learner.run()
+            ctx = CampaignContext(self.search, self.store, self.farm, self.progress)
+            state = generation_learner(ctx, gen, start).converge()
             self.store.mark_step(step, {"structures": len(start), "round": state.round})
         recs = {r.ident: r for r in self.store.offspring(generation=gen)}
         out_atoms, out_e = [], []
@@ -189,7 +190,10 @@ class EvolutionStep:
     def _finish(self, result) -> int:
         """Add the finds as candidates, record the summary and mark the step, in one transaction."""
         pot = self.store.latest_potential(EVOLUTION_STAGE)
-        window = self.search.screening.stages[0].window * float(pot["sigma"] or 0.0)
+        # the evolution's potential is not audited: its training RMSE (or CV σ when configured)
+        # sizes the window; its finds are screened again, with an audited σ, by stage 1
+        sigma = pot["sigma"] if pot["sigma"] is not None else pot["extra"].get("rmse_energy", 0.0)
+        window = self.search.screening.stages[0].window * float(sigma or 0.0)
         recs = {r.ident: r for r in self.store.offspring()}
         chosen = {ind.id: ind for ind in result.population}
         chosen.update((ind.id, ind) for ind in result.individuals if ind.fitness <= window and ind.id not in chosen)

@@ -10,6 +10,13 @@ rank and calls MPI_Abort, which ends every rank at once; an exception on rank 0 
 the caller, which must call `Farm.abort()` (the `csp run` command does). Without mpi4py, or
 with one rank, `get_comm()` returns a serial communicator and `map` runs everything in-process.
 
+A rank that dies without a word (`os._exit`, a C library calling `exit()`, the OOM killer) makes
+the launcher end the whole job at once (MPICH's mpiexec SIGKILLs the other ranks, and returns the
+dead rank's exit code, 0 included), so no rank can report it live. Hence the rank logs: after
+`Farm.set_log_dir(DIR)` every worker appends one line per task to `DIR/csp.rank<N>.log` (start,
+done, stop), and `ended_ranks(DIR)` names, on the next start, each rank whose log ends inside a
+task: the rank vanished (or the whole job was killed) while running that task.
+
 `fn` must be importable by name on every rank (a module-level function): tasks are pickled.
 """
 
@@ -20,9 +27,10 @@ import sys
 import time
 import traceback
 from collections import deque
-from typing import Any, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Sequence
 
-TAG_TASK, TAG_RESULT, TAG_STOP = 11, 12, 13
+TAG_TASK, TAG_RESULT, TAG_STOP, TAG_LOG = 11, 12, 13, 14
 ABORT_GRACE = 0.5   # s between printing an abort message and MPI_Abort
 
 
@@ -74,6 +82,10 @@ class Farm:
         self.master_works = master_works or self.size == 1
         self.poll = poll
         self._stopped = False
+        self._log: IO[str] | None = None   # a worker's task log (see set_log_dir)
+        # rank 0: True while `map` has tasks out, and after an exception left `map` with tasks
+        # possibly in flight (then only `abort` ends the workers reliably, `stop` might hang)
+        self.busy = False
 
     @property
     def is_master(self) -> bool:
@@ -106,6 +118,7 @@ class Farm:
 
         from mpi4py import MPI
 
+        self.busy = True
         pending = deque(range(len(items)))
         inflight = {w: 0 for w in range(1, self.size)}
         sends: list = []  # non-blocking sends in flight (large tasks must never block rank 0)
@@ -139,7 +152,16 @@ class Farm:
             if sends:
                 sends = [r for r in sends if not r.Test()]
         MPI.Request.Waitall(sends)
+        self.busy = False
         return results
+
+    def set_log_dir(self, directory: str | os.PathLike) -> None:
+        """Rank 0: make every worker log its tasks to `directory/csp.rank<N>.log` (see
+        `ended_ranks`). No-op with one rank."""
+        if self.size == 1 or not self.is_master:
+            return
+        for w in range(1, self.size):
+            self.comm.send(str(directory), dest=w, tag=TAG_LOG)
 
     def stop(self) -> None:
         """Release the workers from `serve()` (rank 0; idempotent)."""
@@ -178,19 +200,87 @@ class Farm:
                 continue
             tag = status.Get_tag()
             msg = self.comm.recv(source=0, tag=tag)
+            if tag == TAG_LOG:
+                self._open_log(msg)
+                continue
             if tag == TAG_STOP:
                 MPI.Request.Waitall(sends)
+                self._note("stop")
                 return
             i, fn, item = msg
+            name = getattr(fn, "__qualname__", repr(fn))
+            self._note(f"start {name}[{i}]")
+            t0 = time.time()
             try:
                 value = fn(item)
             except BaseException as exc:  # noqa: BLE001 - any failure ends the whole job
-                name = getattr(fn, "__qualname__", repr(fn))
                 tb = traceback.format_exc()
+                self._note(f"error {name}[{i}]: {type(exc).__name__}: {exc}")
                 self.abort(f"{tb}csp: internal error on MPI rank {self.rank} in task {name}[{i}]: "
                            f"{type(exc).__name__}: {exc}")
                 return
+            self._note(f"done {name}[{i}] {time.time() - t0:.2f} s")
             sends.append(self.comm.isend((i, value), dest=0, tag=TAG_RESULT))
+
+    def _open_log(self, directory: str) -> None:
+        if self._log is not None:
+            self._log.close()
+        try:
+            self._log = open(rank_log_path(directory, self.rank), "a", buffering=1, encoding="utf-8")
+        except OSError as exc:   # logging is a help, never a reason to stop the job
+            print(f"csp: MPI rank {self.rank}: cannot write its task log in {directory}: {exc.strerror}",
+                  file=sys.stderr, flush=True)
+            self._log = None
+            return
+        import socket
+
+        self._note(f"{_STARTED} pid {os.getpid()} host {socket.gethostname()}")
+
+    def _note(self, text: str) -> None:
+        if self._log is None:
+            return
+        try:
+            self._log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text}\n")   # line-buffered: on disk now
+        except (OSError, ValueError):
+            self._log = None
+
+
+_STARTED = "serving"
+
+
+def rank_log_path(directory: str | os.PathLike, rank: int) -> Path:
+    """A worker rank's task log: `directory/csp.rank<N>.log`."""
+    return Path(directory) / f"csp.rank{rank}.log"
+
+
+def ended_ranks(directory: str | os.PathLike, mark: bool = False) -> list[str]:
+    """One line per worker-rank log in `directory` whose last entry is a task it started and
+    never finished: that rank vanished (or the whole job was killed) while running it. With
+    `mark`, a line is appended to each such log so that the next call does not repeat it."""
+    out = []
+    for path in sorted(Path(directory).glob("csp.rank*.log"),
+                       key=lambda p: int(p.stem[8:]) if p.stem[8:].isdigit() else 0):
+        try:
+            lines = [l for l in path.read_text(encoding="utf-8", errors="replace").splitlines() if l.strip()]
+        except OSError:
+            continue
+        if not lines:
+            continue
+        when, _, last = lines[-1].partition(" ")
+        if not last.startswith("start "):
+            continue
+        who = next((l.partition(" ")[2] for l in reversed(lines) if l.partition(" ")[2].startswith(_STARTED)), "")
+        who = who[len(_STARTED):].strip()
+        out.append(f"the previous run's MPI rank {path.stem[8:]} ({who or 'pid unknown'}) ended while running task "
+                   f"{last[6:]} (started {when}): the process vanished or the job was killed (see {path})")
+        if mark:
+            try:
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ended inside the task above "
+                            "(noted by the next run)\n")
+            except OSError:
+                pass
+    return out
 
 
 def chunks(seq: Sequence[Any], size: int) -> list[Sequence[Any]]:

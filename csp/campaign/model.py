@@ -1,20 +1,19 @@
 """The campaign's view of the MTP: one place that calls the engine (csp.mtp) and the training /
-active-learning API, so the loop in `csp.learn` does not depend on their details.
+active-learning API, so the loop in `csp.campaign.learn` does not depend on their details.
 
 Types index `species` (the search's elements, in order); energies eV, σ in eV/atom.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 from ase import Atoms
 
-from csp.relax import Evaluator, Grader, mtp_evaluator
+from csp.mtp.relax_evaluator import graded_evaluator, mtp_evaluator  # noqa: F401 (re-exported)
+from csp.relax import Evaluator
 
 
 @dataclass
@@ -22,30 +21,22 @@ class Trained:
     """A trained potential as stored: MLIP text, σ (cross-validated RMSE of energy, eV/atom)."""
 
     text: str
-    sigma: float
+    sigma: float | None
     extra: dict = field(default_factory=dict)
 
 
 def dump(mtp) -> str:
     """MLIP .mtp text of a potential."""
-    from csp.mtp.io import write_mtp
+    from csp.mtp.io import format_mtp
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "pot.mtp")
-        write_mtp(mtp, path)
-        with open(path) as fh:
-            return fh.read()
+    return format_mtp(mtp)
 
 
 def load(text: str):
     """Potential from its .mtp text."""
-    from csp.mtp.io import read_mtp
+    from csp.mtp.io import parse_mtp
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "pot.mtp")
-        with open(path, "w") as fh:
-            fh.write(text)
-        return read_mtp(path)
+    return parse_mtp(text)
 
 
 def evaluator(mtp) -> Evaluator:
@@ -59,6 +50,11 @@ def init_potential(level: int, species: Sequence[str], settings, seed: int):
 
     return init_mtp(level, list(species), min_dist=settings.min_dist, max_dist=settings.max_dist,
                     radial_basis_size=settings.radial_basis_size, seed=seed)
+
+
+def basis_size(level: int, species: Sequence[str], settings) -> int:
+    """Number of moment-basis functions (linear coefficients) of a level-`level` potential."""
+    return int(len(init_potential(level, species, settings, 0).moment_coeffs))
 
 
 def fold_task(args: tuple) -> tuple[np.ndarray, np.ndarray]:
@@ -143,69 +139,59 @@ def cross_validated_sigma(init, training: Sequence[Atoms], species: Sequence[str
                            n_sigma=int(use.sum()), extrapolated=int((~interpolated).sum()))
 
 
+def training_iterations(max_iter: int, warm: bool) -> int:
+    """Optimiser iterations of a fit: `max_iter`, or for a warm start (near the previous
+    optimum) a third of it, at least 50."""
+    return max(min(50, max_iter), max_iter // 3) if warm else max_iter
+
+
 def train(level: int, species: Sequence[str], training: Sequence[Atoms], settings, seed: int, farm=None,
-          grade_threshold: float | None = None) -> Trained:
-    """Fit a level-`level` potential to `training`, with σ from k-fold cross-validation over the
-    held-out configurations graded at most `grade_threshold` (see `CrossValidation`)."""
+          grade_threshold: float | None = None, warm_start: str | None = None,
+          callback=None) -> Trained:
+    """Fit a level-`level` potential to `training` (eV, eV/Å, eV/Å³ labels).
+
+    `warm_start`: .mtp text of the previous round's potential of the same level, whose
+    parameters start the fit (a few new configurations move them little, so the fit converges
+    in far fewer iterations than from a random start: a third of `max_iter`). σ here is the k-fold cross-validated RMSE
+    when `settings.cv_folds` >= 2 (a diagnostic: the campaign's screening error comes from its
+    audit of relaxed candidates, csp.campaign.audit), else None. `callback(iteration, loss)` is
+    called by the optimiser (progress)."""
     from csp.mtp.fit import fit
 
-    init = init_potential(level, species, settings, seed)
+    init = load(warm_start) if warm_start is not None else init_potential(level, species, settings, seed)
+    iters = training_iterations(settings.max_iter, warm_start is not None)
     kw = dict(species=list(species), energy_weight=settings.energy_weight, force_weight=settings.force_weight,
-              stress_weight=settings.stress_weight, max_iter=settings.max_iter)
-    cv = cross_validated_sigma(init, training, species, settings.cv_folds, seed, kw, settings.sigma_energy_range,
-                               farm, grade_threshold)
-    sigma = cv.sigma
-    result = fit(init, list(training), seed=seed, **kw)
+              stress_weight=settings.stress_weight, max_iter=iters)
+    extra: dict = {"warm_start": warm_start is not None}
+    sigma = None
+    if settings.cv_folds >= 2:
+        cv = cross_validated_sigma(init, training, species, settings.cv_folds, seed, kw,
+                                   settings.sigma_energy_range, farm, grade_threshold)
+        sigma = cv.sigma
+        extra.update(cv_rmse_energy=cv.sigma, cv_rmse_energy_all=cv.rmse_all, cv_sigma_samples=cv.n_sigma,
+                     cv_extrapolated=cv.extrapolated)
+    result = fit(init, list(training), seed=seed, callback=callback, **kw)
     mtp = result.mtp
-    mtp.metadata["csp_cv_rmse_energy"] = repr(sigma)
+    if sigma is not None:
+        mtp.metadata["csp_cv_rmse_energy"] = repr(sigma)
     errors = result.errors
-    extra = {"rmse_energy": errors.rmse_energy, "rmse_forces": errors.rmse_forces,
-             "rmse_stress": errors.rmse_stress, "n_iter": result.n_iter, "cv_rmse_energy_all": cv.rmse_all,
-             "cv_sigma_samples": cv.n_sigma, "cv_extrapolated": cv.extrapolated}
+    extra.update(rmse_energy=errors.rmse_energy, rmse_forces=errors.rmse_forces, rmse_stress=errors.rmse_stress,
+                 n_iter=result.n_iter)
     return Trained(dump(mtp), sigma, extra)
 
 
-GRADE_MODE = "configuration"
+# Neighbourhood mode: one row per atom, so even the first potential of a stage (tens of
+# configurations, up to ~300 basis functions at level 20) has a full-rank active set; in
+# configuration mode (one row per configuration) a level-16 stage starting on ~60 configurations
+# graded every structure "broken" (directions no training row spans grade ~1/eps).
+GRADE_MODE = "neighborhood"
 
 
 def active_set(mtp, training: Sequence[Atoms], species: Sequence[str]) -> Any:
-    """The MaxVol active set (configuration mode) of `mtp` over the training configurations."""
+    """The MaxVol active set (GRADE_MODE) of `mtp` over the training configurations."""
     from csp.mtp.grade import ActiveSet
 
     return ActiveSet.build(mtp, list(training), mode=GRADE_MODE, species=list(species))
-
-
-def grader(mtp, aset) -> Grader:
-    """Per-structure extrapolation grade γ of flat batches (periodic cells)."""
-    from csp.mtp.grade import grade_flat
-
-    def grade(cells, positions, types, offsets):
-        return grade_flat(mtp, aset, cells, positions, types, offsets)
-
-    return grade
-
-
-def graded_evaluator(mtp, aset) -> tuple[Evaluator, Grader]:
-    """An (evaluator, grader) pair for the batched relaxation in which the grade reuses the
-    per-site basis values of the energy evaluation of the same step (one pass over the
-    neighbours per step instead of two). The grader falls back to a full evaluation when it is
-    asked about positions other than those just evaluated."""
-    from csp.mtp.grade import grade_from_site_basis
-
-    last: dict[str, Any] = {}
-    fallback = grader(mtp, aset)
-
-    def keep(positions, offsets, basis):
-        last.update(positions=positions, offsets=np.array(offsets), basis=basis)
-
-    evaluate = mtp_evaluator(mtp, site_basis=keep)
-
-    def grade(cells, positions, types, offsets):
-        if positions is last.get("positions") and np.array_equal(offsets, last["offsets"]):
-            return grade_from_site_basis(mtp, aset, last["basis"], types, offsets)
-        return fallback(cells, positions, types, offsets)
-
-    return evaluate, grade
 
 
 def select(mtp, aset, structures: Sequence[Atoms], n: int, species: Sequence[str]) -> list[int]:

@@ -1,7 +1,9 @@
 """The campaign pipeline of a search, on rank 0 (workers serve the task farm):
 
-    generate ─► initial training ─► [evolution] ─► stage 1 (self-learning relaxation) ─► window ─►
-    stage 2 … ─► reference relaxation of the survivors ─► hull (reference energies only) ─► report
+    generate ─► initial training ─► [evolution] ─► stage 1 (self-learning relaxation, audit,
+    window; csp.campaign.stage) ─► stage 2 … ─► reference relaxation of the survivors in order,
+    until the hull is certain (csp.campaign.reference_stage) ─► hull (reference energies only)
+    ─► report
 
 The optional evolution step (csp.campaign.evolution) adds its finds to the candidates before
 stage 1; the initial training set is stored as stage 0 of the training table, where the
@@ -13,7 +15,6 @@ directory resumes; a run directory belongs to one search (a different search is 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -26,11 +27,14 @@ import yaml
 from csp.campaign.evolution import EVOLUTION_STAGE, EvolutionStep
 from csp.campaign.farm import Farm
 from csp.campaign.generate import generate_candidates
+from csp.campaign.learn import CampaignContext, diverse_subset
+from csp.campaign.progress import progress_factory
+from csp.campaign.reference_stage import run_reference_stage
+from csp.campaign.references import SINGLE_POINT, Job, run_references
+from csp.campaign.stage import Stage
 from csp.campaign.store import CampaignStore
 from csp.config import Search
 from csp.errors import InputError
-from csp.learn import StageLearner, diverse_subset, relaxed_ok, run_references
-from csp.screen import ScreenEntry, within_window
 
 log = logging.getLogger("csp")
 
@@ -84,17 +88,6 @@ def setup_logging(run_dir, quiet: bool = False) -> None:
     log.propagate = False
 
 
-def progress_factory(enabled: bool) -> Callable[[str, int], Any]:
-    """Progress bars (counts, rate, ETA) on stderr; disabled when not wanted or not a terminal."""
-    from tqdm import tqdm
-
-    def make(label: str, total: int):
-        return tqdm(total=total, desc=label, unit="", disable=None if enabled else True, leave=False,
-                    file=sys.stderr, dynamic_ncols=True)
-
-    return make
-
-
 def _search_identity(search: Search) -> dict:
     """The parts of a search that define its results (run_dir and name excluded)."""
     data = yaml.safe_load(search.text) or {}
@@ -119,9 +112,14 @@ class Campaign:
             self.store.set_meta("search_text", search.text)
             self.store.set_meta("elements", list(search.elements))
             self.store.set_meta("reference", search.reference.reference.settings())
-        elif json.loads(json.dumps(old)) != json.loads(json.dumps(ident)):
-            raise InputError(f"{search.path}: run directory '{self.run_dir}' holds a campaign of a different "
-                             "search; use another run_dir (or restore the original search file)")
+        else:   # keys that cannot change results (reference timeout, ...) may differ: csp.campaign.identity
+            from csp.campaign.identity import changed_keys
+
+            changed = changed_keys(old, ident)
+            if changed:
+                raise InputError(f"{search.path}: run directory '{self.run_dir}' holds a campaign of a different "
+                                 f"search (changed: {', '.join(changed)}); use another run_dir (or restore the "
+                                 "original search file)")
 
     def _timed(self, name: str, fn: Callable[[], Any]) -> Any:
         t0 = time.time()
@@ -151,13 +149,17 @@ class Campaign:
         cands = self.store.candidates()
         ids = diverse_subset(cands, al.initial_training, self.search.seed)
         by_id = dict(cands)
-        jobs = [(f"sp:initial:c{cid}", cid, by_id[cid]) for cid in ids]
+        jobs = [Job(f"sp:initial:c{cid}", cid, by_id[cid]) for cid in ids]
         log.info("initial training set: reference single points of %d diverse candidates", len(jobs))
-        run_references(self.store, self.farm, self.search, jobs, "single_point",
+        run_references(self.store, self.farm, self.search, jobs, SINGLE_POINT,
                        training=(EVOLUTION_STAGE, 0, "initial"),
                        progress=self.progress)
         if not self.store.training_set():
-            raise RuntimeError("every reference single point of the initial training set failed")
+            failed = [r.reason for r in self.store.reference_calls("single_point") if not r.ok]
+            raise InputError(f"{self.search.path}: every reference single point of the initial training set failed "
+                             f"({len(failed)} calls, last: {(failed[-1] if failed else 'none ran')[:200]}); check the "
+                             f"reference settings and environment (call logs under {self.run_dir / 'reference'}); "
+                             "failed calls are not retried, so start again in a new run directory")
         self.store.mark_step("initial_training", {"requested": len(jobs)})
 
     def evolution(self) -> None:
@@ -168,66 +170,37 @@ class Campaign:
                  self.search.candidates.evolution.settings.population_size)
         EvolutionStep(self.search, self.store, self.farm, self.progress).run()
 
+    @property
+    def context(self) -> CampaignContext:
+        return CampaignContext(self.search, self.store, self.farm, self.progress)
+
     def stage(self, index: int) -> None:
-        """Stage `index` (1-based): self-learning relaxation, then the window."""
-        step = f"stage{index}/screened"
-        if self.store.step_done(step):
+        """Stage `index` (1-based): self-learning relaxation, audit, window (csp.campaign.stage)."""
+        if self.store.step_done(f"stage{index}/screened"):
             return
-        settings = self.search.screening.stages[index - 1]
-        if index == 1:
-            start = dict(self.store.candidates())
-        else:
-            prev = {r.candidate_id: r for r in self.store.stage_results(index - 1)}
-            start = {}
-            for cid in self.store.kept_ids(index - 1):
-                atoms = prev[cid].atoms
-                atoms.info.update(self.store.candidate(cid).info)
-                start[cid] = atoms
-        log.info("stage %d: level-%d MTP on %d structures", index, settings.level, len(start))
-        learner = StageLearner(self.search, self.store, self.farm, index, settings.level, start, self.progress)
-        state = self._timed(f"stage{index}", learner.run)
-        entries = []
-        for r in self.store.stage_results(index):
-            if r.candidate_id in start and relaxed_ok(r.status) and r.energy_per_atom is not None:
-                entries.append(ScreenEntry(r.candidate_id, _composition(r.atoms), r.energy_per_atom))
-        window = settings.window * state.sigma
-        kept, _ = within_window(entries, self.search.elements, window)
-        with self.store.transaction():
-            self.store.set_kept(index, kept)
-            self.store.mark_step(step, {"relaxed": len(entries), "kept": len(kept), "window": window,
-                                        "sigma": state.sigma})
-        log.info("stage %d: %d of %d relaxed structures within %.1f meV/atom (%.1f σ) of the MTP hull",
-                 index, len(kept), len(entries), 1000 * window, settings.window)
+        self._timed(f"stage{index}", Stage(self.context, index).run)
 
     def reference_relaxations(self) -> None:
+        """The survivors' reference relaxations, in order, until the hull is certain."""
         if self.store.step_done("reference_relaxed"):
             return
-        last = len(self.search.screening.stages)
-        results = {r.candidate_id: r for r in self.store.stage_results(last)}
-        jobs = [(f"relax:c{cid}", cid, results[cid].atoms) for cid in self.store.kept_ids(last)]
-        log.info("reference relaxation of %d survivors", len(jobs))
-        self._timed("reference", lambda: run_references(self.store, self.farm, self.search, jobs, "relax",
-                                                        progress=self.progress))
-        self.store.mark_step("reference_relaxed", {"relaxations": len(jobs)})
+        self._timed("reference", lambda: run_reference_stage(self.context))
 
     def hull(self) -> list[dict]:
         """The final hull from reference energies only (rows as dicts, hull phases first)."""
-        from csp.hull import HullEntry, build_hull
+        from csp.campaign.results import final_hull
 
-        entries = []
-        for rec in self.store.reference_calls("relax"):
-            if rec.ok and rec.atoms is not None:
-                entries.append(HullEntry.from_atoms(rec.atoms, id=str(rec.candidate_id), energy=rec.energy))
-        hull = build_hull(entries, self.search.elements)
-        rows = [r.as_dict() for r in hull.stable()]
+        rows = [r.as_dict() for r in final_hull(self.store, self.search.elements).stable()]
         self.store.set_meta("hull", rows)
         return rows
 
     def report(self) -> None:
         """(Re)write RUN_DIR/report/ (the same files as `csp report RUN_DIR`)."""
-        from csp.report import write_report
+        from csp.report import collect, export_run, write_report
 
-        write_report(self.store.report_data(), self.run_dir / "report")
+        out = self.run_dir / "report"
+        write_report(collect(self.store), out)
+        export_run(self.store, out)
         log.info("report written to %s", self.run_dir / "report")
 
     def run(self) -> list[dict]:
@@ -245,13 +218,6 @@ class Campaign:
         log.info("hull phases: %s", ", ".join(f"{r['formula']} (id {r['id']})" for r in rows))
         log.info("campaign finished in %.1f s; counts: %s", time.time() - t0, self.store.counts())
         return rows
-
-
-def _composition(atoms) -> dict[str, int]:
-    comp: dict[str, int] = {}
-    for s in atoms.get_chemical_symbols():
-        comp[s] = comp.get(s, 0) + 1
-    return comp
 
 
 def run_campaign(search: Search, farm: Farm, progress: bool = True, quiet: bool = False) -> list[dict]:

@@ -11,6 +11,7 @@ Energies in eV, forces eV/Å, stress eV/Å³ (ASE sign, Voigt order xx yy zz yz 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -27,7 +28,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from csp.errors import InputError
 
 STORE_NAME = "campaign.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # a relaxation result's columns, shared by stage_results and evolution
 _RESULT_COLUMNS = """    potential_id INTEGER,
@@ -93,7 +94,8 @@ CREATE TABLE IF NOT EXISTS reference_calls (
     seconds REAL,
     steps INTEGER,
     workdir TEXT,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    structure_hash TEXT
 );
 CREATE TABLE IF NOT EXISTS training (
     id INTEGER PRIMARY KEY,
@@ -123,6 +125,33 @@ CREATE TABLE IF NOT EXISTS evolution_generations (
     stats TEXT NOT NULL
 );
 """.replace("{result_columns}", _RESULT_COLUMNS)
+# Schema 2: every relaxation pass's rows (the learning loop replays a pass from its own rows,
+# never from a later one), the audit of each stage's potential, and reference calls findable by
+# the structure they computed (`structure_hash`), so no configuration is computed twice.
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS relaxations (
+    stage INTEGER NOT NULL,
+    pass INTEGER NOT NULL,
+    item INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+{result_columns}    fmax REAL,
+    PRIMARY KEY (stage, pass, item)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    stage INTEGER NOT NULL,
+    round INTEGER NOT NULL,
+    candidate_id INTEGER NOT NULL,
+    potential_id INTEGER NOT NULL,
+    reference_call_id INTEGER,
+    mtp_energy_per_atom REAL NOT NULL,
+    ref_energy_per_atom REAL,
+    e_above_mtp_hull REAL NOT NULL,
+    PRIMARY KEY (stage, round, candidate_id)
+);
+CREATE INDEX IF NOT EXISTS reference_calls_hash ON reference_calls(kind, structure_hash);
+""".replace("{result_columns}", _RESULT_COLUMNS)
+
 # The evolution tables were added after schema version 1 shipped: they are created (IF NOT
 # EXISTS) whenever a campaign opens its store, and readers treat a missing table as empty, so
 # existing run directories keep working without a version bump.
@@ -142,6 +171,16 @@ def atoms_from_json(text: str) -> Atoms:
     """Inverse of `atoms_to_json`."""
     d = json.loads(text)
     return Atoms(numbers=d["numbers"], cell=d["cell"], positions=d["positions"], pbc=d["pbc"])
+
+
+def structure_hash(atoms: Atoms) -> str:
+    """Identity of a computed configuration: species, cell and positions rounded to 1e-5 Å (the
+    same configuration from any code path hashes equal; a different one never does in practice)."""
+    h = hashlib.sha1()
+    h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    for arr in (atoms.cell.array, atoms.positions):
+        h.update(np.round(np.asarray(arr, dtype=float) * 1e5).astype(np.int64).tobytes())
+    return h.hexdigest()
 
 
 def _jsonable(value: Any) -> Any:
@@ -236,6 +275,111 @@ class StageResult:
     kept: bool | None
 
 
+def _damaged(path: Path, reason: str) -> InputError:
+    return InputError(f"{path}: damaged campaign store ({reason}); csp leaves it untouched: move it aside "
+                      f"(mv '{path}' '{path}.damaged') to start the campaign afresh, or restore it from a backup")
+
+
+def _open_checked(path: Path) -> sqlite3.Connection:
+    """Connect to an existing store after checking, read-only, that it is an intact csp store
+    (not empty, SQLite's `quick_check` passes, a schema version is recorded): a damaged file
+    is an InputError and is never written to. I/O errors (sqlite3.OperationalError) propagate."""
+    if path.stat().st_size == 0:
+        raise _damaged(path, "the file is empty")
+    db = sqlite3.connect(str(path), timeout=60.0, isolation_level=None)
+    try:
+        result = db.execute("PRAGMA quick_check(1)").fetchone()
+        if result is None or result[0] != "ok":
+            raise _damaged(path, f"integrity check: {result[0] if result else 'no answer'}")
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None or \
+                db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is None:
+            raise _damaged(path, "no schema version recorded")
+    except sqlite3.OperationalError:
+        db.close()
+        raise
+    except sqlite3.DatabaseError as exc:   # 'database disk image is malformed', 'file is not a database'
+        db.close()
+        raise _damaged(path, str(exc)) from None
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _create_store(path: Path) -> None:
+    """Create a new, complete store (schema and version) at `path` atomically: it is built under
+    a temporary name and linked into place, so a process killed while creating it never leaves an
+    empty or half-made `campaign.sqlite` behind (an empty one is refused as damaged)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+        leftover.unlink(missing_ok=True)
+    try:
+        db = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (json.dumps(SCHEMA_VERSION),))
+        finally:
+            db.close()   # the last connection checkpoints and removes the -wal file
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass         # made meanwhile by another process: use that one
+        except OSError:  # no hard links on this file system
+            if not path.exists():
+                os.rename(tmp, path)
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
+    from csp.atomic import fsync_dir
+
+    fsync_dir(path.parent)
+
+
+@dataclass(frozen=True)
+class PassRow:
+    """One item's result in one pass of a stage's learning loop. kind: relax (from the stage's
+    start structure), warm (re-relaxed from its latest geometry) or evaluate (energy, forces and
+    grade at its latest geometry, no steps); fmax: largest force component, eV/Å."""
+
+    item: int
+    pass_no: int
+    kind: str
+    status: str
+    potential_id: int | None
+    energy: float | None
+    energy_per_atom: float | None
+    grade: float | None
+    steps: int | None
+    fmax: float | None
+    atoms: Atoms | None
+
+
+@dataclass(frozen=True)
+class AuditPoint:
+    """A held-out check of a stage potential: reference single point at the MTP-relaxed geometry
+    of a candidate (eV/atom); e_above_mtp_hull is the candidate's MTP distance to the MTP hull."""
+
+    stage: int
+    round: int
+    candidate_id: int
+    potential_id: int
+    reference_call_id: int | None
+    mtp_energy_per_atom: float
+    ref_energy_per_atom: float | None
+    e_above_mtp_hull: float
+
+    @property
+    def error(self) -> float | None:
+        """MTP minus reference energy per atom (eV/atom), None if the reference call failed."""
+        return None if self.ref_energy_per_atom is None else self.mtp_energy_per_atom - self.ref_energy_per_atom
+
+
 class CampaignStore:
     """The SQLite store of one run directory. Use as a context manager or call `close()`."""
 
@@ -246,7 +390,8 @@ class CampaignStore:
             if not create:
                 raise InputError(f"'{self.run_dir}' is not a csp run directory (no {STORE_NAME})")
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
+            _create_store(self.path)
+        self._db = _open_checked(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -254,9 +399,32 @@ class CampaignStore:
             self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS), each statement atomic
             if self.get_meta("schema_version") is None:
                 self.set_meta("schema_version", SCHEMA_VERSION)
+        if self.get_meta("schema_version") == 1:
+            self._migrate_1_to_2()
+        elif create:
+            self._db.executescript(_SCHEMA_V2)
         version = self.get_meta("schema_version")
         if version != SCHEMA_VERSION:
             raise InputError(f"{self.path}: campaign store schema version {version}, expected {SCHEMA_VERSION}")
+
+    def _migrate_1_to_2(self) -> None:
+        """Schema 1 -> 2 in one transaction: new tables, structure hashes of the stored reference
+        calls, and each stage result copied as the row of the pass that produced it."""
+        self._db.executescript(_SCHEMA)
+        with self.transaction() as db:
+            cols = {r[1] for r in db.execute("PRAGMA table_info(reference_calls)")}
+            if "structure_hash" not in cols:
+                db.execute("ALTER TABLE reference_calls ADD COLUMN structure_hash TEXT")
+            for rid, kind, text in db.execute("SELECT id, kind, structure FROM reference_calls").fetchall():
+                h = None if text is None or kind != "single_point" else structure_hash(atoms_from_json(text))
+                db.execute("UPDATE reference_calls SET structure_hash = ? WHERE id = ?", (h, rid))
+        self._db.executescript(_SCHEMA_V2)
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO relaxations (stage, pass, item, kind, status, potential_id, energy,"
+                       " energy_per_atom, grade, steps, structure, fmax) SELECT stage, COALESCE(pass, 0),"
+                       " candidate_id, 'relax', status, potential_id, energy, energy_per_atom, grade, steps,"
+                       " structure, NULL FROM stage_results")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', '2')")
 
     # -- plumbing ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -473,11 +641,13 @@ class CampaignStore:
                            atoms: Atoms | None = None, energy: float | None = None,
                            forces: np.ndarray | None = None, stress: np.ndarray | None = None,
                            reason: str = "", seconds: float = 0.0, workdir: str | None = None,
-                           steps: int = 0, training: tuple[int, int, str] | None = None) -> int:
+                           steps: int = 0, training: tuple[int, int, str] | None = None,
+                           input_hash: str | None = None) -> int:
         """Record a reference call (idempotent on `key`: a second insert returns the first id).
 
         `training=(stage, round, source)` also adds a successful call to the training set,
-        in the same transaction.
+        in the same transaction. `input_hash`: `structure_hash` of the requested structure
+        (single points are looked up by it; default: the hash of `atoms`).
         """
         with self.transaction() as db:
             row = db.execute("SELECT id FROM reference_calls WHERE key = ?", (key,)).fetchone()
@@ -485,18 +655,102 @@ class CampaignStore:
                 return int(row[0])
             cur = db.execute(
                 "INSERT INTO reference_calls (key, kind, candidate_id, ok, energy, forces, stress, structure,"
-                " reason, seconds, steps, workdir, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " reason, seconds, steps, workdir, created, structure_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (key, kind, None if candidate_id is None else int(candidate_id), int(bool(ok)),
                  None if energy is None else float(energy),
                  None if forces is None else json.dumps(np.asarray(forces, dtype=float).tolist()),
                  None if stress is None else json.dumps(np.asarray(stress, dtype=float).tolist()),
                  None if atoms is None else atoms_to_json(atoms), reason, float(seconds), int(steps), workdir,
-                 time.time()))
+                 time.time(), input_hash if input_hash is not None else
+                 (structure_hash(atoms) if atoms is not None and kind == "single_point" else None)))
             rid = int(cur.lastrowid)
             if training is not None and ok:
                 db.execute("INSERT INTO training (reference_call_id, stage, round, source) VALUES (?,?,?,?)",
                            (rid, int(training[0]), int(training[1]), str(training[2])))
             return rid
+
+    def reference_call_by_hash(self, kind: str, h: str) -> ReferenceRecord | None:
+        """The successful call of `kind` that computed the configuration with structure hash `h`."""
+        row = self._db.execute(
+            "SELECT id, key, kind, candidate_id, ok, energy, forces, stress, structure, reason, seconds, steps"
+            " FROM reference_calls WHERE kind = ? AND structure_hash = ? AND ok = 1 ORDER BY id LIMIT 1",
+            (kind, h)).fetchone()
+        return None if row is None else self._record(row)
+
+    def add_to_training(self, reference_call_id: int, stage: int, round: int, source: str) -> bool:
+        """Add a stored call to the training set (no-op if it is there); True if added."""
+        with self.transaction() as db:
+            cur = db.execute("INSERT OR IGNORE INTO training (reference_call_id, stage, round, source)"
+                             " VALUES (?,?,?,?)", (int(reference_call_id), int(stage), int(round), str(source)))
+            return cur.rowcount > 0
+
+    def training_hashes(self) -> set[str]:
+        """Structure hashes of every training configuration."""
+        return {r[0] for r in self._db.execute(
+            "SELECT r.structure_hash FROM training t JOIN reference_calls r ON r.id = t.reference_call_id"
+            " WHERE r.structure_hash IS NOT NULL")}
+
+    def training_size(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM training").fetchone()[0])
+
+    # -- relaxation passes (the learning loop's own record) ---------------------------------------
+    def add_relaxations(self, stage: int, pass_no: int, kind: str, rows: Iterable[dict]) -> None:
+        """Rows of relaxation pass `pass_no` of a stage's loop (`stage` is the loop's key: the
+        stage number, or a negative key for a generation of the evolution); dicts as for
+        `set_stage_results`, keyed by `candidate_id` (the loop's item), plus optional `fmax`."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO relaxations (stage, pass, item, kind, status, potential_id, energy,"
+                " energy_per_atom, grade, steps, structure, fmax) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(int(stage), int(pass_no), int(r["candidate_id"]), kind, *_result_values(r),
+                  None if r.get("fmax") is None else float(r["fmax"])) for r in rows])
+
+    def relaxation_items(self, stage: int, pass_no: int) -> set[int]:
+        """Items with a row in pass `pass_no` (resume a pass)."""
+        return {r[0] for r in self._db.execute(
+            "SELECT item FROM relaxations WHERE stage = ? AND pass = ?", (int(stage), int(pass_no)))}
+
+    def relaxations(self, stage: int, pass_no: int | None = None, latest: bool = False,
+                    structures: bool = True) -> dict[int, "PassRow"]:
+        """item -> row of pass `pass_no`, or (latest=True) each item's row of its highest pass
+        up to `pass_no` (all passes when None)."""
+        cols = "item, pass, kind, status, potential_id, energy, energy_per_atom, grade, steps, fmax, " + \
+            ("structure" if structures else "NULL")
+        if latest:
+            limit = "" if pass_no is None else " AND pass <= ?"
+            args: tuple = (int(stage),) + (() if pass_no is None else (int(pass_no),))
+            sql = (f"SELECT {cols} FROM relaxations r WHERE stage = ?{limit} AND pass = (SELECT MAX(pass)"
+                   f" FROM relaxations q WHERE q.stage = r.stage AND q.item = r.item{limit.replace('pass', 'q.pass')})")
+            args = args + args[1:]
+        else:
+            sql = f"SELECT {cols} FROM relaxations WHERE stage = ? AND pass = ?"
+            args = (int(stage), int(pass_no))
+        out = {}
+        for r in self._db.execute(sql + " ORDER BY item", args):
+            out[r[0]] = PassRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+                                None if r[10] is None else atoms_from_json(r[10]))
+        return out
+
+    # -- audit ------------------------------------------------------------------------------------
+    def add_audit(self, stage: int, round: int, points: Iterable["AuditPoint"]) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO audit (stage, round, candidate_id, potential_id, reference_call_id,"
+                " mtp_energy_per_atom, ref_energy_per_atom, e_above_mtp_hull) VALUES (?,?,?,?,?,?,?,?)",
+                [(int(stage), int(round), int(p.candidate_id), int(p.potential_id), p.reference_call_id,
+                  float(p.mtp_energy_per_atom), p.ref_energy_per_atom, float(p.e_above_mtp_hull)) for p in points])
+
+    def audit_points(self, stage: int, round: int | None = None) -> list["AuditPoint"]:
+        """Audit points of a stage (one round or all), by round and candidate."""
+        if not self._has_table("audit"):
+            return []
+        sql = ("SELECT stage, round, candidate_id, potential_id, reference_call_id, mtp_energy_per_atom,"
+               " ref_energy_per_atom, e_above_mtp_hull FROM audit WHERE stage = ?")
+        args: tuple = (int(stage),)
+        if round is not None:
+            sql += " AND round = ?"
+            args += (int(round),)
+        return [AuditPoint(*r) for r in self._db.execute(sql + " ORDER BY round, candidate_id", args)]
 
     def training_set(self) -> list[ReferenceRecord]:
         """Every training configuration, ordered by (stage, round, call key) — independent of
@@ -511,6 +765,34 @@ class CampaignStore:
         """(stage, round, configurations added) in order."""
         return [tuple(r) for r in self._db.execute(
             "SELECT stage, round, COUNT(*) FROM training GROUP BY stage, round ORDER BY stage, round")]
+
+    # -- identity of results ------------------------------------------------------------------
+    _RESULT_TABLES = (
+        ("candidates", "id, source, formula, structure"),
+        ("relaxations", "stage, pass, item, kind, status, potential_id, energy, grade, steps, structure"),
+        ("stage_results", "candidate_id, stage, status, potential_id, energy, structure, kept, pass"),
+        ("snapshots", "stage, pass, candidate_id, grade, structure"),
+        ("potentials", "id, stage, round, level, sigma, n_train, mtp"),
+        ("reference_calls", "id, key, kind, candidate_id, ok, energy, structure, structure_hash"),
+        ("training", "reference_call_id, stage, round, source"),
+        ("audit", "stage, round, candidate_id, potential_id, reference_call_id, mtp_energy_per_atom,"
+                  " ref_energy_per_atom, e_above_mtp_hull"),
+        ("evolution", "ident, generation, operator, status, energy, structure, accepted, fitness, candidate_id"),
+    )
+
+    def results_snapshot(self) -> dict[str, list[tuple]]:
+        """Every result the campaign computed, table by table, without wall-clock columns (times,
+        seconds, working directories): two campaigns of the same search that computed the same
+        things give equal snapshots (the resume tests compare an interrupted campaign with an
+        uninterrupted one this way). Steps are included with their recorded information."""
+        out = {}
+        for table, cols in self._RESULT_TABLES:
+            if self._has_table(table):
+                out[table] = [tuple(r) for r in self._db.execute(f"SELECT {cols} FROM {table} ORDER BY {cols}")]
+        out["steps"] = [tuple(r) for r in self._db.execute("SELECT name, info FROM steps ORDER BY name")]
+        out["meta"] = [tuple(r) for r in self._db.execute(
+            "SELECT key, value FROM meta WHERE key NOT IN ('stage_seconds') ORDER BY key")]
+        return out
 
     # -- evolutionary search -----------------------------------------------------------------
     def _has_table(self, name: str) -> bool:
@@ -594,93 +876,35 @@ class CampaignStore:
 
     # -- summary ----------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        """Campaign counts (names as in the report's hull.json)."""
-        q = lambda sql, *a: int(self._db.execute(sql, a).fetchone()[0])  # noqa: E731
+        """Campaign counts (names as in the report's hull.json): `stage<N>_relaxed` (converged or
+        out of steps) and `stage<N>_kept` for every stage with results, whatever their number."""
+        from csp.relax import CONVERGED, MAX_STEPS, STATUS_NAMES
+
+        relaxed = (STATUS_NAMES[CONVERGED], STATUS_NAMES[MAX_STEPS])
+        cur = self._db.cursor()
+        cur.row_factory = sqlite3.Row
+
+        def one(sql: str, *args) -> int:
+            return int(cur.execute(sql, args).fetchone()["n"])
+
         out = {
-            "candidates": q("SELECT COUNT(*) FROM candidates"),
-            "reference_single_points": q("SELECT COUNT(*) FROM reference_calls WHERE kind = 'single_point'"),
-            "reference_relaxations": q("SELECT COUNT(*) FROM reference_calls WHERE kind = 'relax'"),
-            "reference_failures": q("SELECT COUNT(*) FROM reference_calls WHERE ok = 0"),
-            "reference_relaxation_steps": q("SELECT COALESCE(SUM(steps), 0) FROM reference_calls WHERE kind = 'relax'"),
-            "training_set": q("SELECT COUNT(*) FROM training"),
-            "potentials": q("SELECT COUNT(*) FROM potentials"),
+            "candidates": one("SELECT COUNT(*) AS n FROM candidates"),
+            "reference_single_points": one("SELECT COUNT(*) AS n FROM reference_calls WHERE kind = 'single_point'"),
+            "reference_relaxations": one("SELECT COUNT(*) AS n FROM reference_calls WHERE kind = 'relax'"),
+            "reference_failures": one("SELECT COUNT(*) AS n FROM reference_calls WHERE ok = 0"),
+            "reference_relaxation_steps": one(
+                "SELECT COALESCE(SUM(steps), 0) AS n FROM reference_calls WHERE kind = 'relax'"),
+            "training_set": one("SELECT COUNT(*) AS n FROM training"),
+            "potentials": one("SELECT COUNT(*) AS n FROM potentials"),
         }
-        for stage in sorted(r[0] for r in self._db.execute("SELECT DISTINCT stage FROM stage_results")):
-            out[f"stage{stage}_relaxed"] = q(
-                "SELECT COUNT(*) FROM stage_results WHERE stage = ? AND status = 'converged'", stage)
-            out[f"stage{stage}_kept"] = q("SELECT COUNT(*) FROM stage_results WHERE stage = ? AND kept = 1", stage)
-        if self._has_table("evolution") and q("SELECT COUNT(*) FROM evolution"):
-            out["evolution_generations"] = q("SELECT COUNT(*) FROM evolution_generations")
-            out["evolution_structures"] = q("SELECT COUNT(*) FROM evolution")
-            out["evolution_candidates"] = q("SELECT COUNT(*) FROM candidates WHERE source = 'evolution'")
+        per_stage = cur.execute(
+            "SELECT stage, SUM(status IN (?, ?)) AS relaxed, SUM(kept = 1) AS kept FROM stage_results"
+            " GROUP BY stage ORDER BY stage", relaxed).fetchall()
+        for row in per_stage:
+            out[f"stage{row['stage']}_relaxed"] = int(row["relaxed"] or 0)
+            out[f"stage{row['stage']}_kept"] = int(row["kept"] or 0)
+        if self._has_table("evolution") and one("SELECT COUNT(*) AS n FROM evolution"):
+            out["evolution_generations"] = one("SELECT COUNT(*) AS n FROM evolution_generations")
+            out["evolution_structures"] = one("SELECT COUNT(*) AS n FROM evolution")
+            out["evolution_candidates"] = one("SELECT COUNT(*) AS n FROM candidates WHERE source = 'evolution'")
         return out
-
-    # -- report -----------------------------------------------------------------------------
-    def report_data(self):
-        """Everything the report shows, as `csp.report.ReportData` (energies eV/atom)."""
-        from csp.report import CandidateRecord, Counts, EvolutionData, Failure, LearningRound, ReportData
-
-        elements = list(self.get_meta("elements") or [])
-        ref_settings = self.get_meta("reference") or {}
-        stage_rows: dict[int, dict[int, StageResult]] = {}
-        for (stage,) in self._db.execute("SELECT DISTINCT stage FROM stage_results ORDER BY stage").fetchall():
-            stage_rows[stage] = {r.candidate_id: r for r in self.stage_results(stage)}
-        relaxations = {r.candidate_id: r for r in self.reference_calls("relax")}
-        records = []
-        for cid, atoms in self.candidates():
-            stage_name, best = "generated", atoms
-            mtp_e = {}
-            for stage, rows in stage_rows.items():
-                r = rows.get(cid)
-                if r is None:
-                    continue
-                if r.energy_per_atom is not None and r.status in ("converged", "max_steps"):
-                    mtp_e[f"stage{stage}"] = r.energy_per_atom
-                    stage_name = f"stage{stage}"
-                    if r.atoms is not None:
-                        best = r.atoms
-            ref_e = None
-            rec = relaxations.get(cid)
-            if rec is not None and rec.ok and rec.atoms is not None and rec.energy is not None:
-                stage_name, best, ref_e = "reference", rec.atoms, rec.energy / len(rec.atoms)
-            records.append(CandidateRecord(id=str(cid), origin=str(atoms.info.get("source", "")), stage=stage_name,
-                                           atoms=best, mtp_energies=mtp_e, reference_energy=ref_e))
-        c = self.counts()
-        counts = Counts(candidates=c["candidates"], stage1_relaxed=c.get("stage1_relaxed", 0),
-                        stage1_kept=c.get("stage1_kept", 0), stage2_kept=c.get("stage2_kept", 0),
-                        reference_relaxations=c["reference_relaxations"],
-                        reference_single_points=c["reference_single_points"],
-                        reference_failures=c["reference_failures"])
-        curve, sigma = [], {}
-        for p in self.potentials():
-            # stage 0 holds the evolutionary search's potentials (csp.campaign.evolution)
-            name = f"stage{p['stage']}" if p["stage"] > 0 else "evolution"
-            curve.append(LearningRound(stage=name, round=p["round"], training_size=p["n_train"],
-                                       rmse_energy=p["extra"].get("rmse_energy"), sigma=p["sigma"]))
-            if p["sigma"] is not None and p["stage"] > 0:
-                sigma[name] = p["sigma"]
-        failures = [Failure(id=str(r.candidate_id if r.candidate_id is not None else r.key),
-                            operation=r.kind, reason=r.reason)
-                    for r in self.reference_calls() if not r.ok]
-        notes = []
-        for stage in stage_rows:
-            if self.get_meta(f"stage{stage}_max_rounds_reached"):
-                notes.append(f"Stage {stage}: the active-learning loop hit max_rounds with structures "
-                             "still extrapolating.")
-        evolution = None
-        gens = self.generations()
-        if gens:
-            meta = self.get_meta("evolution") or {}
-            structures = [{"id": r.ident, "generation": r.generation, "operator": r.operator,
-                           "parents": list(r.parents), "seed": r.seed_candidate is not None,
-                           "candidate": r.seed_candidate if r.seed_candidate is not None else r.candidate_id,
-                           "fitness": r.fitness if r.accepted else None} for r in self.offspring()]
-            lineage = {str(cid): a.info["lineage"] for cid, a in self.candidates()
-                       if a.info.get("source") == "evolution" and "lineage" in a.info}
-            evolution = EvolutionData(generations=gens, structures=structures, hull=list(meta.get("hull", [])),
-                                      lineage=lineage, stopped=str(meta.get("stopped", "running")))
-        return ReportData(elements=elements, reference=str(ref_settings.get("calculator", "")),
-                          reference_settings=ref_settings, candidates=records, counts=counts,
-                          stage_seconds=dict(self.get_meta("stage_seconds") or {}), learning_curve=curve,
-                          failures=failures, sigma=sigma, name=str(self.get_meta("name") or ""), notes=notes,
-                          evolution=evolution)

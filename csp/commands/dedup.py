@@ -42,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     kept = [images[g[0]] for g in groups]
     for group, atoms in zip(groups, kept):
         atoms.info["duplicates"] = len(group) - 1
-    ase.io.write(args.output, kept)
+    from csp.atomic import ase_write_atomic
+
+    ase_write_atomic(Path(args.output), kept)
     print(f"{len(images)} structures, {len(kept)} distinct, written to {args.output}",
           file=sys.stderr)
     return 0

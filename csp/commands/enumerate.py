@@ -75,21 +75,22 @@ def run(args: argparse.Namespace) -> int:
     structures = enumerate_structures(**kwargs)
     first = next(structures, None)  # validates input before the file is created
     count = 0
-    with open(path, "w") as handle:
-        fmt = "extxyz" if path.suffix in (".xyz", ".extxyz") else None
 
-        def stream():
-            nonlocal count
-            if first is not None:
-                count += 1
-                yield first
-            for atoms in structures:
-                count += 1
-                yield atoms
+    def stream():
+        nonlocal count
+        if first is not None:
+            count += 1
+            yield first
+        for atoms in structures:
+            count += 1
+            yield atoms
 
-        if fmt == "extxyz":
+    from csp.atomic import ase_write_atomic, atomic_write
+
+    if path.suffix in (".xyz", ".extxyz"):   # streamed into a temporary file that replaces `path`
+        with atomic_write(path) as handle:
             ase.io.write(handle, stream(), format="extxyz")
-        else:
-            ase.io.write(path, list(stream()))
+    else:
+        ase_write_atomic(path, list(stream()))
     print(f"{count} structures written to {path}", file=sys.stderr)
     return 0

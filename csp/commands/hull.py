@@ -6,7 +6,6 @@ import argparse
 import json
 
 from csp.errors import InputError
-from csp.hull import build_hull, read_entries
 
 NAME = "hull"
 HELP = "print the convex hull (formation energies, distance to hull, decomposition) of structures with energies"
@@ -22,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from csp.hull import build_hull, read_entries  # pymatgen: only when the verb runs
+
     if args.tolerance < 0:
         raise InputError(f"--tolerance: expected a non-negative number of meV/atom, got {args.tolerance}")
     hull = build_hull(read_entries(args.file), elements=args.elements, tolerance=args.tolerance / 1000.0)
@@ -30,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{len(hull.rows)} structures, {len(stable)} on the hull: {', '.join(r.formula for r in stable)}; "
           f"{len(hull.near_hull()) - len(stable)} more within {args.tolerance:g} meV/atom")
     if args.json:
-        with open(args.json, "w") as fh:
+        from csp.atomic import atomic_write
+
+        with atomic_write(args.json) as fh:
             json.dump({"elements": hull.elements, "tolerance": hull.tolerance,
                        "rows": [r.as_dict() for r in hull.rows]}, fh, indent=1)
     return 0

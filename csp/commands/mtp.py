@@ -12,7 +12,7 @@ import itertools
 from csp.errors import InputError
 
 NAME = "mtp"
-HELP = "Moment Tensor Potentials: init, calc-efs (MLIP-compatible files)"
+HELP = "Moment Tensor Potentials: init, calc-efs, train, calc-grade, select-add (MLIP-compatible files)"
 
 
 # ---------------------------------------------------------------------- init
@@ -43,30 +43,34 @@ def _init_run(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- calc-efs
 def _calc_efs_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("potential", help="potential file (.mtp/.almtp)")
+    p.add_argument("potential", help="potential file (.mtp/.almtp, MLIP's selection block allowed)")
     p.add_argument("input", help="configurations (.cfg)")
     p.add_argument("output", help="configurations with computed energy, forces, PlusStress (.cfg)")
 
 
 def _calc_efs_run(args: argparse.Namespace) -> int:
-    import numpy as np
-
+    from csp.atomic import atomic_write
     from csp.mtp.evaluate import calc_efs_configurations
     from csp.mtp.io import format_cfg, iter_cfg, read_mtp
 
     mtp = read_mtp(args.potential)
     stream = iter_cfg(args.input)
     count = 0
-    with open(args.output, "w", encoding="utf-8") as out:
-        while True:
-            chunk = list(itertools.islice(stream, 256))
-            if not chunk:
-                break
-            for k, cfg in enumerate(chunk):
-                if cfg.size and cfg.types.max() >= mtp.species_count:
-                    raise InputError(f"{args.input}: configuration {count + k + 1} has atom type "
-                                     f"{int(cfg.types.max())} but {args.potential} has "
-                                     f"{mtp.species_count} species")
+
+    def next_chunk() -> list:
+        chunk = list(itertools.islice(stream, 256))
+        for k, cfg in enumerate(chunk):
+            if cfg.size and cfg.types.max() >= mtp.species_count:
+                raise InputError(f"{args.input}: configuration {count + k + 1} has atom type "
+                                 f"{int(cfg.types.max())} but {args.potential} has "
+                                 f"{mtp.species_count} species")
+        return chunk
+
+    # Read and check the potential and the first configurations before touching the output;
+    # the output is written atomically, so an error in a later chunk leaves an old file as it was.
+    chunk = next_chunk()
+    with atomic_write(args.output, "w") as out:
+        while chunk:
             res = calc_efs_configurations(mtp, chunk)
             start = 0
             for k, cfg in enumerate(chunk):
@@ -77,6 +81,7 @@ def _calc_efs_run(args: argparse.Namespace) -> int:
                 start += n
                 out.write(format_cfg(cfg) + "\n")
             count += len(chunk)
+            chunk = next_chunk()
     print(f"wrote {args.output}: {count} configurations")
     return 0
 
@@ -91,7 +96,8 @@ from csp.mtp import training_cli as _tc  # noqa: E402
 
 SUBVERBS += [
     ("train", "fit a potential to energies, forces, stresses (prints RMSE/MAE)", _tc.add_train_arguments, _tc.run_train),
-    ("calc-grade", "extrapolation grades (MV_grade, nbh_grades) w.r.t. a training set", _tc.add_grade_arguments, _tc.run_grade),
+    ("calc-grade", "extrapolation grades (MV_grade, nbh_grades) w.r.t. the potential's active set "
+     "(MLIP .almtp / mlp train output) or a training set", _tc.add_grade_arguments, _tc.run_grade),
     ("select-add", "select the candidates that most enlarge the active set (MaxVol)", _tc.add_select_arguments, _tc.run_select),
 ]
 

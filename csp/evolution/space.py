@@ -20,6 +20,7 @@ from ase.data import atomic_numbers, covalent_radii
 from ase.geometry import minkowski_reduce
 
 from csp.errors import InputError
+from csp.structures import spg
 from csp.structures.random_structures import _min_distances, _shortest_lattice_vector
 from csp.structures.volume import atomic_volume
 
@@ -144,7 +145,7 @@ class SearchSpace:
 
 def reduce_cell(cell: np.ndarray) -> np.ndarray:
     """A Niggli-reduced basis (spglib, C) of the same lattice; Minkowski (ASE) if spglib fails."""
-    rcell = spglib.niggli_reduce(np.asarray(cell, float))
+    rcell = spg.call(spglib.niggli_reduce, np.asarray(cell, float))
     if rcell is None:
         rcell, _ = minkowski_reduce(cell)
     return np.asarray(rcell, float)

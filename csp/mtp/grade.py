@@ -1,38 +1,69 @@
 """Extrapolation grade of an MTP (Podryabinkin & Shapeev 2017, as in MLIP): the MaxVol active set
-over the rows of derivatives of the energy with respect to the linear coefficients.
+over the rows of derivatives of the energy with respect to the coefficients.
 
-Rows (columns: S species coefficients, then the moment coefficients xi):
+Rows, over the linear coefficients (`coefficients="linear"`, csp's default; columns: S species
+coefficients, then the moment coefficients xi):
 - configuration mode: dE/d(theta_lin) / N = [n_t / N, sum_i b_i / N] per configuration;
 - neighbourhood mode: dV_i/d(theta_lin) = [onehot(t_i), b_i] per atom,
-with b_i = m_i[alpha_moment_mapping] the scalar basis values of atom i. The grade of a row b is
+with b_i = m_i[alpha_moment_mapping] the scalar basis values of atom i. Over all coefficients
+(`coefficients="all"`, MLIP's CoeffCount order: radial [t_i, t_j, mu, beta], species, moment)
+the rows are prefixed by dV_i/d(radial), back-propagated through the contractions with the
+trainer's per-pair kernels (csp.mtp.fit_kernels); these rows equal MLIP's CalcSiteEnergyGrad
+(the rows stored in MLIP's own active sets, to 1e-14 relative). The grade of a row b is
 gamma = max_j |(b A^-1)_j| over the r x r active set A; training rows grade <= 1, gamma > 1 is
-extrapolation. Only the linear coefficients are used (the radial ones are held fixed): MLIP's
-own trainer linearises over all coefficients it owns (CoeffCount), which needs at least as many
-training rows as radial+linear parameters; csp keeps the smaller, always well-posed linear set
-(the basis of the GUIDE and of Podryabinkin-Shapeev's MTP active learning papers).
+extrapolation.
 
-Comparison with MLIP (conformance multi_10: MLIP's grades in out.cfg come from an active set
-built on the full 1001-configuration trajectory, over all its coefficients; in.cfg is every 40th
-configuration): an active set built by csp from in.cfg alone (neighbourhood mode, 675 rows, 19
-columns) grades every in.cfg configuration <= 1 (MLIP: <= 1.0007), and MV_grade = max nbh_grades
-in both. The rankings agree only weakly: Spearman 0.45 over the 25 configuration grades and 0.21
-over the 675 neighbourhood grades (configuration mode from 25 rows: -0.06; csp's rows extended
-by the radial-coefficient derivatives, 235 columns, from in.cfg: 0.04 / 0.08), as expected when
-the active sets are built from different data (25 vs 1001 configurations) and coefficient sets.
+MLIP's own active sets (the `#MVS_v1.1` block of `mlp train` output and `.almtp` files, read by
+`csp.mtp.io.read_almtp`) become ActiveSets with `ActiveSet.from_mlip`: grades with them
+reproduce MLIP's `calculate_grade` (mlip-grade conformance data: MV_grade to 5e-7 absolute,
+3e-7 relative; nbh_grades to 5e-6, the 5 decimals MLIP prints).
 
-Few training rows: if the training rows do not span all columns, virtual rows eps * e_k (in
-column-equilibrated units, eps = 1e-6) complete the active set, so a structure with a component
-the training set never saw (e.g. a new species) grades ~1/eps.
+Linear or all coefficients for csp's own active learning: linear (the default; the campaign
+uses it), because on the training sets a search has (4-200 configurations, configuration mode)
+the all-coefficient rows cannot span their space and cost more, while flagging the same
+structures. Measured on the conformance potentials:
+- rank: the all-coefficient rows have exact null directions (e.g. f_mu -> lambda f_mu with the
+  moment coefficient of each basis function containing f_mu k times scaled by lambda^-k leaves
+  every energy unchanged): level-10 Cu, 41 coefficients, reaches rank 34
+  (configuration) / 35 (neighbourhood) from 50 or 101 configurations and never 41 (MLIP's own
+  active set of that potential keeps 6 initial eps rows); one configuration row per structure
+  means >= 235 structures before a 3-species level-10 set (235 coefficients, 19 linear) could
+  span. The linear rows reach full rank (17) from 10-25 configurations. Rank-deficient
+  directions are covered by virtual rows only, and grade ~1/eps;
+- agreement (level-10 Cu, active set from K of train101, 100 structures of mild.cfg):
+  configuration mode, K = 4..100: the two grades classify 100 % (gamma > 2.1) and 99-100 %
+  (gamma > 10) of the structures alike; neighbourhood mode 91-95 % and 88-98 %. 3-species
+  level 10 from 12 configurations: 100 % at 2.1, 62 % at 10 (all: every structure > 10,
+  linear: 8 of 13) -- the all-coefficient set is still almost all virtual;
+- cost per grade call (100 cells x 32 atoms, level 10 Cu): grade_flat 57 ms linear, 92 ms
+  all (3-species 27 atoms x 25: 13 vs 63 ms; level 16: 46 vs 92 ms). In a relaxation the
+  linear grade reuses the site basis of the energy evaluation (`grade_from_site_basis`,
+  0.14 ms next to 66 ms for the energies); the all-coefficient grade needs the radial
+  derivatives, i.e. a second pass over the neighbours (+140 % per step, +410 % for 3 species);
+- where "all" is better: matching MLIP. Built by csp from 100 configurations, it classifies
+  mild.cfg as MLIP's own active set (from 101) does in 98 % of the structures at 2.1 and at 10
+  (Spearman 1.00); the linear one 93 % / 91 % (Spearman 0.98).
+
+Totality: any training set (none, one structure, duplicates, supercells of each other, fewer
+rows than columns) gives an active set. Columns are equilibrated (unit norm; columns below
+1e-9 of the largest norm -- rounding noise, e.g. basis functions that vanish by symmetry in a
+cubic cell -- are not blown up), virtual rows eps * e_k (eps = 1e-6) complete the directions the
+rows do not span, and MaxVol with a rank-revealing start (csp.mtp.maxvol) picks the active set
+from [rows; virtual rows]. Every training row then grades <= 1 (+1e-9): a structure of the
+training set, or a supercell of one, is never extrapolative, while a structure with a
+component the training set never saw (e.g. a new species) grades ~1/eps.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from numba import njit
 
 from csp.errors import InputError
 from csp.mtp import fit_kernels as fk
@@ -42,16 +73,29 @@ from csp.mtp.neighbors import csr_batch
 from csp.mtp.potential import MTP
 
 MODES = ("configuration", "neighborhood")
+COEFFICIENTS = ("linear", "all")
 VIRTUAL_EPS = 1e-6
+NOISE_FLOOR = 1e-9  # columns with norm below this fraction of the largest are rounding noise
 
 
-def fingerprint(mtp: MTP) -> str:
-    """Hash of what the rows depend on: basis structure, cutoff and radial coefficients."""
+def fingerprint(mtp: MTP, coefficients: str = "linear") -> str:
+    """Hash of what the rows depend on: basis structure, cutoff and radial coefficients (and, for
+    rows over all coefficients, the moment coefficients: they enter d V / d radial)."""
     h = hashlib.sha256()
-    for arr in (mtp.alpha_index_basic, mtp.alpha_index_times, mtp.alpha_moment_mapping,
-                mtp.radial_coeffs, np.array([mtp.min_dist, mtp.max_dist, mtp.scaling, mtp.species_count])):
+    arrays = [mtp.alpha_index_basic, mtp.alpha_index_times, mtp.alpha_moment_mapping,
+              mtp.radial_coeffs, np.array([mtp.min_dist, mtp.max_dist, mtp.scaling, mtp.species_count])]
+    if coefficients == "all":
+        arrays.append(mtp.moment_coeffs)
+    for arr in arrays:
         h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()[:16]
+
+
+def _check_choice(mode: str | None, coefficients: str | None) -> None:
+    if mode is not None and mode not in MODES:
+        raise InputError(f"unknown grade mode {mode!r} (configuration, neighborhood)")
+    if coefficients is not None and coefficients not in COEFFICIENTS:
+        raise InputError(f"unknown grade coefficients {coefficients!r} (linear, all)")
 
 
 def _data(mtp: MTP, structures: Sequence, species: Sequence[str] | None) -> FitData:
@@ -61,8 +105,64 @@ def _data(mtp: MTP, structures: Sequence, species: Sequence[str] | None) -> FitD
     return FitData.build(configs, mtp.max_dist, mtp.species_count)
 
 
-def _site_rows(mtp: MTP, types: np.ndarray, pair_off: np.ndarray, pj: np.ndarray, rij: np.ndarray) -> np.ndarray:
-    """(Ntot, S + n_scalar) rows dV_i/d(theta_lin) from flat neighbour data (global pj)."""
+@njit(cache=True)
+def _site_rows_all(basic, times, mapping, n_moments, rc, mc, rmin, rmax, scaling,
+                   types, pair_off, pj, rij):
+    """(Ntot, n_params) rows dV_i/dtheta over all coefficients, MLIP's CoeffCount order:
+    radial [t_i, t_j, mu, beta] (C order), species, moment coefficients. The per-pair scratch
+    and the forward pass are the trainer's (fit_kernels); dV_i/dm is back-propagated through
+    the contractions as in the trainer's adjoint (energy part, no force terms)."""
+    ntot = types.shape[0]
+    S, R, B = rc.shape[0], rc.shape[2], rc.shape[3]
+    nbasic = basic.shape[0]
+    ntimes = times.shape[0]
+    nsc = mapping.shape[0]
+    nr = S * S * R * B
+    mp = max(fk._max_pairs(pair_off), 1)
+    numax = fk._max_numax(basic)
+    f = np.empty((mp, R)); df = np.empty((mp, R))
+    phi = np.empty((mp, B)); dphi = np.empty((mp, B))
+    mono = np.empty((mp, nbasic)); dmono = np.empty((mp, nbasic, 3))
+    uvec = np.empty((mp, 3)); rlen = np.empty(mp)
+    px = np.empty(numax + 1); py = np.empty(numax + 1); pz = np.empty(numax + 1)
+    m = np.zeros(n_moments); g = np.zeros(n_moments); P = np.empty(R)
+    out = np.zeros((ntot, nr + S + nsc))
+    for i in range(ntot):
+        ti = types[i]
+        npair = fk._setup_atom(i, pair_off, pj, rij, types, basic, rc, rmin, rmax, scaling,
+                               f, df, phi, dphi, mono, dmono, uvec, rlen, px, py, pz)
+        fk._forward(npair, basic, times, f, mono, m)
+        out[i, nr + ti] = 1.0
+        g[:] = 0.0
+        for q in range(nsc):
+            out[i, nr + S + q] = m[mapping[q]]
+            g[mapping[q]] += mc[q]
+        for t in range(ntimes - 1, -1, -1):
+            ii, jj, w, k = times[t, 0], times[t, 1], times[t, 2], times[t, 3]
+            gk = g[k]
+            if gk != 0.0:
+                g[ii] += w * gk * m[jj]
+                g[jj] += w * gk * m[ii]
+        for l in range(npair):
+            tj = types[pj[pair_off[i] + l]]
+            P[:] = 0.0
+            for a in range(nbasic):
+                P[basic[a, 0]] += g[a] * mono[l, a]
+            base = (ti * S + tj) * R * B
+            for mu in range(R):
+                for b in range(B):
+                    out[i, base + mu * B + b] += P[mu] * phi[l, b]
+    return out
+
+
+def _site_rows(mtp: MTP, types: np.ndarray, pair_off: np.ndarray, pj: np.ndarray, rij: np.ndarray,
+               coefficients: str = "linear") -> np.ndarray:
+    """Rows dV_i/dtheta from flat neighbour data (global pj): (Ntot, S + n_scalar) over the
+    linear coefficients, (Ntot, n_params) over all."""
+    if coefficients == "all":
+        return _site_rows_all(mtp.alpha_index_basic, mtp.alpha_index_times, mtp.alpha_moment_mapping,
+                              mtp.alpha_moments_count, mtp.radial_coeffs, mtp.moment_coeffs,
+                              mtp.min_dist, mtp.max_dist, mtp.scaling, types, pair_off, pj, rij)
     b = fk.site_basis(mtp.alpha_index_basic, mtp.alpha_index_times, mtp.alpha_moment_mapping,
                       mtp.alpha_moments_count, mtp.radial_coeffs, mtp.min_dist, mtp.max_dist,
                       mtp.scaling, types, pair_off, pj, rij)
@@ -76,15 +176,21 @@ def _with_species(mtp: MTP, types: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return np.hstack([onehot, basis])
 
 
-def neighborhood_rows(mtp: MTP, data: FitData) -> np.ndarray:
-    """(Ntot, S + n_scalar) rows dV_i/d(theta_lin)."""
-    return _site_rows(mtp, data.types, data.pair_off, data.pj, data.rij)
+def n_columns(mtp: MTP, coefficients: str = "linear") -> int:
+    """Length of a row: S + n_scalar (linear) or n_params (all)."""
+    return mtp.n_params if coefficients == "all" else mtp.species_count + mtp.alpha_scalar_moments
 
 
-def configuration_rows(mtp: MTP, data: FitData, nbh: np.ndarray | None = None) -> np.ndarray:
-    """(K, S + n_scalar) rows dE/d(theta_lin) / N."""
+def neighborhood_rows(mtp: MTP, data: FitData, coefficients: str = "linear") -> np.ndarray:
+    """Rows dV_i/dtheta per atom, (Ntot, n_columns)."""
+    return _site_rows(mtp, data.types, data.pair_off, data.pj, data.rij, coefficients)
+
+
+def configuration_rows(mtp: MTP, data: FitData, nbh: np.ndarray | None = None,
+                       coefficients: str = "linear") -> np.ndarray:
+    """Rows dE/dtheta / N per configuration, (K, n_columns)."""
     if nbh is None:
-        nbh = neighborhood_rows(mtp, data)
+        nbh = neighborhood_rows(mtp, data, coefficients)
     return _mean_rows(nbh, data.atom_off)
 
 
@@ -108,15 +214,20 @@ def grade_flat(mtp: MTP, active_set: "ActiveSet", cells: np.ndarray, positions: 
         return np.zeros(0)
     pbcs = np.ones((len(cells), 3), dtype=np.bool_)
     pair_off, pj, rij = csr_batch(cells, pbcs, positions, offsets, float(mtp.max_dist))
-    return _grades_of_sites(active_set, _site_rows(mtp, types, pair_off, pj, rij), offsets)
+    rows = _site_rows(mtp, types, pair_off, pj, rij, active_set.coefficients)
+    return _grades_of_sites(active_set, rows, offsets)
 
 
 def grade_from_site_basis(mtp: MTP, active_set: "ActiveSet", site_basis: np.ndarray, types: np.ndarray,
                           offsets: np.ndarray) -> np.ndarray:
     """Grade per structure from the scalar basis values per site that the energy evaluation
     already computed (`calc_efs_batch(..., site_basis=True).site_basis`): no second pass over
-    the neighbours. This runs at every step of every relaxation."""
+    the neighbours. This runs at every step of every relaxation. Linear-coefficient active sets
+    only (rows over all coefficients need the radial derivatives: use `grade_flat`)."""
     active_set.check(mtp)
+    if active_set.coefficients != "linear":
+        raise ValueError("grade_from_site_basis needs a linear-coefficient active set; "
+                         "an all-coefficient one is graded by grade_flat")
     offsets = np.asarray(offsets, dtype=np.int64)
     if len(offsets) < 2:
         return np.zeros(0)
@@ -134,38 +245,126 @@ def _grades_of_sites(active_set: "ActiveSet", nbh: np.ndarray, offsets: np.ndarr
 @dataclass
 class ActiveSet:
     """An active set: r x r matrix of rows (in column-equilibrated units `scale`), its inverse,
-    the mode, the potential fingerprint it belongs to and, per row, the training configuration
-    it came from (-1: virtual row)."""
+    the mode, the potential fingerprint it belongs to, per row the training configuration it
+    came from (-1: virtual row) and the coefficients the rows differentiate by ("linear" or
+    "all")."""
 
     mode: str
     matrix: np.ndarray    # (r, r) active rows times scale
     inverse: np.ndarray   # (r, r)
     scale: np.ndarray     # (r,) column scale factors
     owners: np.ndarray    # (r,) index of the training configuration per row, -1 virtual
-    potential: str        # fingerprint(mtp)
+    potential: str        # fingerprint(mtp, coefficients)
+    coefficients: str = "linear"
 
     @classmethod
     def build(cls, mtp: MTP, training: Sequence, mode: str = "neighborhood",
-              species: Sequence[str] | None = None) -> "ActiveSet":
-        """MaxVol active set of the training structures (Configurations or ase.Atoms)."""
-        if mode not in MODES:
-            raise InputError(f"unknown grade mode {mode!r} (configuration, neighborhood)")
-        data = _data(mtp, training, species)
-        rows, owner = _rows_with_owner(mtp, data, mode)
+              species: Sequence[str] | None = None, coefficients: str = "linear") -> "ActiveSet":
+        """MaxVol active set of the training structures (Configurations, ase.Atoms or a FitData),
+        over the linear coefficients (default) or all coefficients (as MLIP). Total: any number
+        of structures (none, one, duplicates, supercells of each other) gives an active set in
+        which every training row grades <= 1."""
+        _check_choice(mode, coefficients)
+        ncol = n_columns(mtp, coefficients)
+        if not isinstance(training, FitData) and len(training) == 0:
+            rows, owner = np.zeros((0, ncol)), np.zeros(0, np.int64)
+        else:
+            rows, owner = _rows_with_owner(mtp, _data(mtp, training, species), mode, coefficients)
+        return cls.from_rows(rows, owner, mode, fingerprint(mtp, coefficients), coefficients)
+
+    @classmethod
+    def from_rows(cls, rows: np.ndarray, owner: np.ndarray, mode: str, potential: str,
+                  coefficients: str = "linear") -> "ActiveSet":
+        """MaxVol active set of the rows (n x r, any n and rank): columns are equilibrated
+        (unit norm), r virtual rows eps * e_k regularise the directions the rows do not span,
+        and MaxVol (rank-revealing start) picks r rows of [rows; virtual] of maximal volume, so
+        every given row has coefficients |b A^-1| <= 1 + 1e-9."""
+        rows = np.asarray(rows, dtype=np.float64)
+        owner = np.asarray(owner, np.int64)
+        finite = np.isfinite(rows).all(axis=1)
+        if not finite.all():  # a broken structure (e.g. overlapping atoms) adds no information
+            rows, owner = rows[finite], owner[finite]
         ncol = rows.shape[1]
         norms = np.sqrt(np.sum(rows ** 2, axis=0))
-        scale = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 1.0)
+        floor = NOISE_FLOOR * float(norms.max()) if norms.size else 0.0
+        ok = norms > max(floor, 1e-300)
+        scale = np.where(ok, 1.0 / np.where(ok, norms, 1.0), 1.0 / floor if floor > 0.0 else 1.0)
         scaled = rows * scale
-        eps = VIRTUAL_EPS * max(float(np.abs(scaled).max()), 1e-300)
+        top = float(np.abs(scaled).max()) if scaled.size else 0.0
+        eps = VIRTUAL_EPS * (top if top > 0.0 else 1.0)
         full = np.vstack([scaled, eps * np.eye(ncol)])
         own = np.concatenate([owner, -np.ones(ncol, np.int64)])
         idx = maxvol(full)
+        if len(idx) != ncol:  # cannot happen: the virtual rows span every column
+            raise RuntimeError(f"active set has rank {len(idx)} < {ncol}")
         A = full[idx]
-        return cls(mode, A, np.linalg.inv(A), scale, own[idx], fingerprint(mtp))
+        return cls(mode, A, np.linalg.inv(A), scale, own[idx], potential, coefficients)
+
+    @classmethod
+    def from_mlip(cls, mtp: MTP, selection) -> "ActiveSet":
+        """MLIP's own active set (`csp.mtp.io.MLIPSelection`, read from an `.almtp` or from
+        `mlp train` output) for grading with csp: rows over all coefficients, MLIP's matrix and
+        inverse unchanged, so grades reproduce MLIP's `calculate_grade`."""
+        n = mtp.n_params
+        if selection.matrix.shape != (n, n):
+            raise InputError(f"MLIP active set is {selection.matrix.shape[0]} x {selection.matrix.shape[1]}, "
+                             f"the potential has {n} coefficients")
+        mode = selection.mode
+        if mode == "mixed":
+            raise InputError("MLIP active set selects by forces/stresses (force_weight or stress_weight "
+                             "non-zero): csp grades neighbourhoods or configurations only")
+        scale = np.ones(n)
+        if mode == "configuration":
+            if int(selection.weight_scaling) != 2:
+                raise InputError(f"MLIP active set has weight_scaling {selection.weight_scaling}: "
+                                 "csp's configuration rows are dE/dtheta / N (weight_scaling 2)")
+            scale = scale * float(selection.energy_weight)
+        return cls(mode, np.asarray(selection.matrix, np.float64), np.asarray(selection.inverse, np.float64),
+                   scale, np.asarray(selection.links, np.int64)[:, 0].copy(), fingerprint(mtp, "all"), "all")
+
+    def to_mlip(self, mtp: MTP, training: Sequence, species: Sequence[str] | None = None):
+        """This (all-coefficient) active set as MLIP's selection block (`csp.mtp.io.MLIPSelection`,
+        written by `write_mtp(..., selection=...)` into an `.almtp`), given the training structures
+        it was built from: raw (unscaled) matrix and inverse, links to the selected structures
+        and MLIP's equation index of each row; virtual rows become MLIP's initial rows (-1 -1)."""
+        from csp.mtp.io import MLIPSelection
+
+        self.check(mtp)
+        if self.coefficients != "all":
+            raise InputError("MLIP's active set is over all coefficients: build it with coefficients='all'")
+        configs = as_configurations(training, species or mtp.elements)
+        matrix = self.matrix / self.scale
+        inverse = self.scale[:, None] * self.inverse
+        used = sorted({int(o) for o in self.owners if o >= 0})
+        if used and used[-1] >= len(configs):
+            raise InputError(f"active set refers to training structure {used[-1]}, {len(configs)} given")
+        data = FitData.build([configs[c] for c in used], mtp.max_dist, mtp.species_count) if used else None
+        nbh = neighborhood_rows(mtp, data, "all") if used else None
+        links = -np.ones((len(matrix), 2), np.int64)
+        for k, c in enumerate(self.owners):
+            if c < 0:
+                continue
+            pos = used.index(int(c))
+            if self.mode == "configuration":
+                links[k] = (pos, 0)
+                continue
+            a0, a1 = data.atom_off[pos], data.atom_off[pos + 1]
+            atom = int(np.argmin(np.abs(nbh[a0:a1] - matrix[k]).max(axis=1)))
+            links[k] = (pos, 1 + 3 * (a1 - a0) + 9 + atom)
+        selected = []
+        for pos, c in enumerate(used):
+            cfg = copy.deepcopy(configs[c])
+            cfg.features = {k: v for k, v in cfg.features.items() if k not in ("MV_grade", "selected_eqn_inds")}
+            cfg.features["selected_eqn_inds"] = ",".join(str(e) for e in sorted(links[links[:, 0] == pos, 1]))
+            selected.append(cfg)
+        conf = self.mode == "configuration"
+        return MLIPSelection(matrix=matrix, inverse=inverse, links=links, configurations=selected,
+                             energy_weight=1.0 if conf else 0.0, site_en_weight=0.0 if conf else 1.0,
+                             weight_scaling=2)
 
     def check(self, mtp: MTP) -> None:
         """InputError unless this active set was built for `mtp`'s basis and radial coefficients."""
-        if fingerprint(mtp) != self.potential:
+        if fingerprint(mtp, self.coefficients) != self.potential:
             raise InputError("active set does not belong to this potential (rebuild it from the training set)")
 
     def grades_of_rows(self, rows: np.ndarray) -> np.ndarray:
@@ -178,15 +377,17 @@ class ActiveSet:
         """Write to `path` (numpy .npz content, exact binary values)."""
         with open(path, "wb") as fh:
             np.savez(fh, mode=np.array(self.mode), matrix=self.matrix, inverse=self.inverse,
-                     scale=self.scale, owners=self.owners, potential=np.array(self.potential))
+                     scale=self.scale, owners=self.owners, potential=np.array(self.potential),
+                     coefficients=np.array(self.coefficients))
 
     @classmethod
     def load(cls, path: str | Path) -> "ActiveSet":
         """Read an active set written by save()."""
         try:
             with np.load(path, allow_pickle=False) as z:
+                coefficients = str(z["coefficients"]) if "coefficients" in z.files else "linear"
                 return cls(str(z["mode"]), z["matrix"], z["inverse"], z["scale"], z["owners"],
-                           str(z["potential"]))
+                           str(z["potential"]), coefficients)
         except (OSError, KeyError, ValueError) as exc:
             raise InputError(f"{path}: not a csp active-set file ({exc})") from None
 
@@ -196,8 +397,8 @@ def active_set_path(potential_path: str | Path) -> Path:
     return Path(str(potential_path) + ".als")
 
 
-def _rows_with_owner(mtp: MTP, data: FitData, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    nbh = neighborhood_rows(mtp, data)
+def _rows_with_owner(mtp: MTP, data: FitData, mode: str, coefficients: str = "linear") -> tuple[np.ndarray, np.ndarray]:
+    nbh = neighborhood_rows(mtp, data, coefficients)
     if mode == "neighborhood":
         return nbh, np.repeat(np.arange(data.n_configs), data.natoms)
     return configuration_rows(mtp, data, nbh), np.arange(data.n_configs)
@@ -214,8 +415,10 @@ def grade(mtp: MTP, active_set: ActiveSet, structures: Sequence, *, species: Seq
         raise InputError(f"active set is in {active_set.mode} mode, {mode} grades requested (rebuild it)")
     if per_atom and active_set.mode != "neighborhood":
         raise InputError("per-atom grades need a neighborhood-mode active set")
+    if not isinstance(structures, FitData) and len(structures) == 0:
+        return (np.zeros(0), []) if per_atom else np.zeros(0)
     data = _data(mtp, structures, species)
-    nbh = neighborhood_rows(mtp, data)
+    nbh = neighborhood_rows(mtp, data, active_set.coefficients)
     if len(nbh) == 0:
         return (np.zeros(0), []) if per_atom else np.zeros(0)
     if per_atom:

@@ -4,6 +4,11 @@ Units as in MLIP: Å for positions and cell, eV for energy, eV/Å for forces, eV
 (= -V * stress in ASE's sign convention, order xx yy zz yz xz xy). Writers print every float with
 17 significant digits, so write -> read reproduces every number exactly. Malformed input raises
 `InputError` naming the file and line.
+
+Every reader/writer has a string form (`parse_mtp`/`format_mtp`, `parse_cfg`/`format_cfg`).
+Potential files written by MLIP (`mlp train` output, `.almtp`) may end with MLIP's binary
+selection block (`#MVS_v1.1`, the active set): `read_mtp` reads the text before it,
+`read_almtp` also the block (`MLIPSelection`), `write_mtp(..., selection=)` writes it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from csp.atomic import atomic_write
 from csp.errors import InputError
 from csp.mtp.potential import MTP
 
@@ -42,10 +48,51 @@ def _numbers(text: str, path: PathLike, lineno: int, dtype=float) -> np.ndarray:
         raise InputError(f"{path}:{lineno}: cannot parse numbers in '{text.strip()[:60]}'") from None
 
 
+MVS_MARKER = b"#MVS_v1.1"
+
+
+def split_mtp_bytes(data: bytes) -> tuple[bytes, bytes | None]:
+    """Split the bytes of a potential file into its text part and MLIP's binary selection block
+    (`#MVS_v1.1` and what follows, None if absent). `mlp train` and MLIP-3's `.almtp` files
+    append that block (weights, the active-set matrices as raw doubles, equation links and the
+    selected configurations) after the potential text."""
+    k = data.find(MVS_MARKER)
+    while k > 0 and data[k - 1:k] not in (b"\n", b"\r"):
+        k = data.find(MVS_MARKER, k + 1)
+    if k < 0:
+        try:
+            data.decode("utf-8")
+            return data, None
+        except UnicodeDecodeError:
+            # older selection layouts (no marker): MLIP's own rule, the text ends at the first '#'
+            k = data.find(b"\n#")
+            if k < 0:
+                return data, None
+            k += 1
+    return data[:k], data[k:]
+
+
 def read_mtp(path: PathLike) -> MTP:
-    """Read an MLIP potential file (.mtp or MLIP-3 .almtp, same text layout)."""
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().splitlines()
+    """Read an MLIP potential file (.mtp, or MLIP-3 .almtp / `mlp train` output with the binary
+    `#MVS_v1.1` selection block after the text; the block is ignored here, see
+    `read_mlip_selection`)."""
+    with open(path, "rb") as fh:
+        text, _ = split_mtp_bytes(fh.read())
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not a text potential file (byte {exc.start} is not UTF-8)") from None
+    return parse_mtp(decoded, source=str(path))
+
+
+def parse_mtp(text: str, source: str = "<string>") -> MTP:
+    """An MTP from the text of an MLIP potential file (`source` names it in error messages).
+    A trailing `#MVS_v1.1` selection block, if the text contains one, is ignored."""
+    path = source
+    k = text.find(MVS_MARKER.decode())
+    if k >= 0 and (k == 0 or text[k - 1] in "\r\n"):
+        text = text[:k]
+    lines = text.splitlines()
     values: dict[str, tuple[str, int]] = {}
     metadata: dict[str, str] = {}
     radial_blocks: dict[tuple[int, int], list[np.ndarray]] = {}
@@ -168,8 +215,9 @@ def _brace(values: Iterable[str]) -> str:
     return "{" + ", ".join(values) + "}"
 
 
-def write_mtp(mtp: MTP, path: PathLike) -> None:
-    """Write `mtp` in MLIP's text layout (.mtp/.almtp); metadata lines follow the coefficients."""
+def format_mtp(mtp: MTP) -> str:
+    """`mtp` as the text of an MLIP potential file (.mtp/.almtp layout); metadata lines follow
+    the coefficients. Every float has 17 significant digits: parse_mtp(format_mtp(m)) == m."""
     out = ["MTP", f"version = {mtp.version}", f"potential_name = {mtp.potential_name}",
            f"scaling = {_f(mtp.scaling)}", f"species_count = {mtp.species_count}",
            f"potential_tag = {mtp.potential_tag}", f"radial_basis_type = {mtp.radial_basis_type}",
@@ -194,8 +242,140 @@ def write_mtp(mtp: MTP, path: PathLike) -> None:
         if not re.fullmatch(r"[A-Za-z_][\w.-]*", key) or "\n" in val:
             raise ValueError(f"metadata key/value not writable: {key!r} = {val!r}")
         out.append(f"{key} = {val}")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(out) + "\n")
+    return "\n".join(out) + "\n"
+
+
+def write_mtp(mtp: MTP, path: PathLike, selection: "MLIPSelection | None" = None) -> None:
+    """Write `mtp` in MLIP's text layout (.mtp/.almtp); with `selection`, MLIP's binary
+    `#MVS_v1.1` block follows the text (what `mlp train` writes, readable by MLIP)."""
+    data = format_mtp(mtp).encode("utf-8")
+    if selection is not None:
+        data = data.rstrip(b"\n") + format_mlip_selection(selection)
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
+
+
+# ====================================================================== MLIP's selection block (#MVS_v1.1)
+
+@dataclass
+class MLIPSelection:
+    """MLIP's active set as stored after the potential text (`#MVS_v1.1` block of `mlp train`
+    output and `.almtp` files).
+
+    Layout (little-endian doubles): the marker line; five `name value` lines (energy_weight,
+    force_weight, stress_weight, site_en_weight, weight_scaling); `#`; the n x n active-set
+    matrix A (row k = the k-th active row, d(equation)/d(theta) over all n = CoeffCount
+    parameters in the order radial, species, moment coefficients) and MLIP's inverse, stored
+    transposed (A^-T); `\\n#\\n`; n lines `configuration equation` linking each active row to a
+    selected configuration (-1 -1: an initial row eps * e_k never replaced); `#\\n`; the
+    selected configurations as .cfg text.
+
+    `inverse` here is A^-1 itself (grades are max_j |(b A^-1)_j|), taken from the file so that
+    grades reproduce MLIP's digits (MLIP updates it by Sherman-Morrison; recomputing it from A,
+    whose condition number is often ~1e9, changes the last digits)."""
+
+    matrix: np.ndarray          # (n, n) A
+    inverse: np.ndarray         # (n, n) A^-1
+    links: np.ndarray           # (n, 2) int: selected-configuration index, equation index
+    configurations: list["Configuration"] = field(default_factory=list)
+    energy_weight: float = 0.0
+    force_weight: float = 0.0
+    stress_weight: float = 0.0
+    site_en_weight: float = 1.0
+    weight_scaling: int = 2
+
+    @property
+    def mode(self) -> str:
+        """csp's name of the selection mode: 'neighborhood' (site energies only),
+        'configuration' (energy only) or 'mixed' (force/stress rows: not gradable by csp)."""
+        if self.force_weight == 0.0 and self.stress_weight == 0.0:
+            if self.site_en_weight != 0.0 and self.energy_weight == 0.0:
+                return "neighborhood"
+            if self.energy_weight != 0.0 and self.site_en_weight == 0.0:
+                return "configuration"
+        return "mixed"
+
+
+_MVS_WEIGHTS = ("energy_weight", "force_weight", "stress_weight", "site_en_weight", "weight_scaling")
+
+
+def parse_mlip_selection(block: bytes, n_params: int, source: str = "<bytes>") -> MLIPSelection:
+    """Parse a `#MVS_v1.1` block (as split off by `split_mtp_bytes`) for a potential with
+    `n_params` coefficients."""
+    def bad(msg: str) -> InputError:
+        return InputError(f"{source}: MLIP selection block: {msg}")
+
+    if not block.startswith(MVS_MARKER):
+        raise bad("does not start with #MVS_v1.1")
+    head_end = block.find(b"#", len(MVS_MARKER))
+    if head_end < 0:
+        raise bad("no '#' after the selection weights")
+    tokens = block[len(MVS_MARKER):head_end].decode("ascii", "replace").split()
+    if len(tokens) != 10 or tuple(tokens[0::2]) != _MVS_WEIGHTS:
+        raise bad(f"expected the weights {', '.join(_MVS_WEIGHTS)}, got '{' '.join(tokens)[:80]}'")
+    try:
+        w = [float(t) for t in tokens[1::2]]
+    except ValueError:
+        raise bad("weights are not numbers") from None
+    n = int(n_params)
+    start = head_end + 1
+    stop = start + 2 * n * n * 8
+    if len(block) < stop:
+        raise bad(f"truncated: {n} x {n} matrices need {2 * n * n * 8} bytes, "
+                  f"{max(len(block) - start, 0)} present")
+    mats = np.frombuffer(block[start:stop], dtype="<f8").astype(np.float64).reshape(2, n, n)
+    tail = block[stop:]
+    parts = tail.split(b"#", 2)
+    if len(parts) < 3 or parts[0].strip():
+        raise bad("no '#' separators after the matrices")
+    try:
+        links = np.array(parts[1].split(), dtype=np.int64).reshape(-1, 2)
+    except ValueError:
+        raise bad("links are not 'configuration equation' integer pairs") from None
+    if len(links) != n:
+        raise bad(f"{len(links)} links for {n} active rows")
+    try:
+        cfg_text = parts[2].decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad("selected configurations are not text") from None
+    configs = parse_cfg(cfg_text, source=f"{source} (selected configurations)")
+    return MLIPSelection(matrix=mats[0].copy(), inverse=mats[1].T.copy(), links=links,
+                         configurations=configs, energy_weight=w[0], force_weight=w[1],
+                         stress_weight=w[2], site_en_weight=w[3], weight_scaling=int(w[4]))
+
+
+def format_mlip_selection(sel: MLIPSelection) -> bytes:
+    """The `#MVS_v1.1` block of `sel` (starting with a newline), as MLIP writes it."""
+    n = len(sel.matrix)
+    head = ("\n#MVS_v1.1\n"
+            f"energy_weight {sel.energy_weight:.16e}\nforce_weight {sel.force_weight:.16e}\n"
+            f"stress_weight {sel.stress_weight:.16e}\nsite_en_weight {sel.site_en_weight:.16e}\n"
+            f"weight_scaling {int(sel.weight_scaling)}\n#").encode("ascii")
+    mats = (np.ascontiguousarray(sel.matrix, dtype="<f8").tobytes()
+            + np.ascontiguousarray(np.asarray(sel.inverse).T, dtype="<f8").tobytes())
+    links = np.asarray(sel.links, dtype=np.int64).reshape(n, 2)
+    text = "\n#\n" + "".join(f"{int(c)} {int(e)}\n" for c, e in links) + "#\n"
+    text += "".join(format_cfg(c) + "\n" for c in sel.configurations)
+    return head + mats + text.encode("utf-8")
+
+
+def read_almtp(path: PathLike) -> tuple[MTP, MLIPSelection | None]:
+    """A potential file and MLIP's active set stored in it (None if the file has no
+    `#MVS_v1.1` block)."""
+    with open(path, "rb") as fh:
+        text, block = split_mtp_bytes(fh.read())
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not a text potential file (byte {exc.start} is not UTF-8)") from None
+    mtp = parse_mtp(decoded, source=str(path))
+    sel = None if block is None else parse_mlip_selection(block, mtp.n_params, source=str(path))
+    return mtp, sel
+
+
+def read_mlip_selection(path: PathLike) -> MLIPSelection | None:
+    """MLIP's active set stored in a potential file, or None if it has none."""
+    return read_almtp(path)[1]
 
 
 # ====================================================================== configurations (.cfg)
@@ -384,22 +564,32 @@ def _read_one(lines: _Lines) -> Configuration:
 def iter_cfg(path: PathLike) -> Iterator[Configuration]:
     """Stream the configurations of an MLIP .cfg file."""
     with open(path, encoding="utf-8") as fh:
-        lines = _Lines(fh, path)
-        while True:
-            raw = lines.next()
-            if raw is None:
-                return
-            s = raw.strip()
-            if not s:
-                continue
-            if s != "BEGIN_CFG":
-                raise lines.error(f"expected BEGIN_CFG, got '{s[:60]}'")
-            yield _read_one(lines)
+        yield from _iter_lines(_Lines(fh, path))
 
 
 def read_cfg(path: PathLike) -> list[Configuration]:
     """All configurations of an MLIP .cfg file."""
     return list(iter_cfg(path))
+
+
+def _iter_lines(lines: "_Lines") -> Iterator[Configuration]:
+    while True:
+        raw = lines.next()
+        if raw is None:
+            return
+        s = raw.strip()
+        if not s:
+            continue
+        if s != "BEGIN_CFG":
+            raise lines.error(f"expected BEGIN_CFG, got '{s[:60]}'")
+        yield _read_one(lines)
+
+
+def parse_cfg(text: str, source: str = "<string>") -> list[Configuration]:
+    """All configurations in .cfg text (`source` names it in error messages)."""
+    import io as _io
+
+    return list(_iter_lines(_Lines(_io.StringIO(text), source)))
 
 
 def _r(x: float) -> str:
@@ -449,8 +639,16 @@ def format_cfg(cfg: Configuration) -> str:
 
 
 def write_cfg(path: PathLike, configs: Iterable[Configuration], append: bool = False) -> None:
-    """Write configurations to an MLIP .cfg file (blank line between configurations)."""
-    with open(path, "a" if append else "w", encoding="utf-8") as fh:
+    """Write configurations to an MLIP .cfg file (blank line between configurations).
+    Without `append` the file is replaced atomically: an error while formatting (or iterating
+    `configs`) leaves an existing file untouched."""
+    if append:
+        with open(path, "a", encoding="utf-8") as fh:
+            for cfg in configs:
+                fh.write(format_cfg(cfg))
+                fh.write("\n")
+        return
+    with atomic_write(path, "w") as fh:
         for cfg in configs:
             fh.write(format_cfg(cfg))
             fh.write("\n")

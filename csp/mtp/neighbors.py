@@ -3,8 +3,11 @@
 Works for any cell shape, cells smaller than the cutoff (many periodic images, self-images
 included) and non-periodic directions. Method: wrap atoms into the cell, build the "ghost"
 images whose fractional coordinates lie within cutoff/d_k of the cell (d_k the spacing of lattice
-planes), then scan ghosts directly (small cells) or through a Cartesian bin grid (large cells).
-The njit building blocks are reused by the fused evaluation kernels. Distances in Å.
+planes; per atom and direction only those shifts are visited), then scan the ghosts directly
+(small cells) or through a Cartesian bin grid (large cells) with a branch-free compaction.
+Ghosts and neighbours are kept as separate x, y, z arrays in reusable buffers (no allocation per
+atom). The njit building blocks are reused by the fused evaluation kernels. Distances in Å.
+No fastmath here: wrapped positions and ghosts share one arithmetic so self-images give r = 0.
 """
 
 from __future__ import annotations
@@ -60,151 +63,197 @@ def effective_cell(cell, pbc):
 
 
 @njit(cache=True)
-def build_ghosts(cell, pbc, positions, cutoff):
-    """Wrapped positions (N,3) and ghost images (G,3) with their atom index (G,); every image
-    that can be within `cutoff` of a wrapped atom is included (the atoms themselves too)."""
+def inverse3(a):
+    """Inverse of a 3x3 matrix by cofactors (no LAPACK call, no scipy at numba start-up)."""
+    inv = np.empty((3, 3))
+    c00 = a[1, 1] * a[2, 2] - a[1, 2] * a[2, 1]
+    c01 = a[1, 2] * a[2, 0] - a[1, 0] * a[2, 2]
+    c02 = a[1, 0] * a[2, 1] - a[1, 1] * a[2, 0]
+    idet = 1.0 / (a[0, 0] * c00 + a[0, 1] * c01 + a[0, 2] * c02)
+    inv[0, 0] = c00 * idet
+    inv[1, 0] = c01 * idet
+    inv[2, 0] = c02 * idet
+    inv[0, 1] = (a[0, 2] * a[2, 1] - a[0, 1] * a[2, 2]) * idet
+    inv[1, 1] = (a[0, 0] * a[2, 2] - a[0, 2] * a[2, 0]) * idet
+    inv[2, 1] = (a[0, 1] * a[2, 0] - a[0, 0] * a[2, 1]) * idet
+    inv[0, 2] = (a[0, 1] * a[1, 2] - a[0, 2] * a[1, 1]) * idet
+    inv[1, 2] = (a[0, 2] * a[1, 0] - a[0, 0] * a[1, 2]) * idet
+    inv[2, 2] = (a[0, 0] * a[1, 1] - a[0, 1] * a[1, 0]) * idet
+    return inv
+
+
+@njit(cache=True)
+def build_ghosts(cell, pbc, positions, cutoff, gx, gy, gz, gi):
+    """Wrapped positions wpos (N,3) and the ghost images that can be within `cutoff` of a
+    wrapped atom (the atoms themselves too): returns (wpos, G, gx, gy, gz, gi) with the ghosts'
+    Cartesian coordinates gx/gy/gz[:G] and atom indices gi[:G]. The buffers are reused and
+    regrown when G exceeds their length. Per atom and direction only the image shifts inside
+    the reach are visited (no rejected candidates)."""
     n = positions.shape[0]
     ecell = effective_cell(cell, pbc)
-    inv = np.linalg.inv(ecell)
-    frac = positions @ inv
+    inv = inverse3(ecell)
+    frac = np.empty((n, 3))
     reach = np.zeros(3)
-    nimg = np.zeros(3, np.int64)
     for k in range(3):
         if pbc[k]:
-            for a in range(n):
-                frac[a, k] -= np.floor(frac[a, k])
-                if frac[a, k] >= 1.0:
-                    frac[a, k] = 0.0
             # |b_k| = norm of column k of inv(ecell) = 1 / plane spacing
-            bk = np.sqrt(inv[0, k] ** 2 + inv[1, k] ** 2 + inv[2, k] ** 2)
-            reach[k] = cutoff * bk
-            nimg[k] = int(np.ceil(reach[k])) + 1
+            reach[k] = cutoff * np.sqrt(inv[0, k] ** 2 + inv[1, k] ** 2 + inv[2, k] ** 2)
+    for a in range(n):
+        for k in range(3):
+            f = positions[a, 0] * inv[0, k] + positions[a, 1] * inv[1, k] + positions[a, 2] * inv[2, k]
+            if pbc[k]:
+                f -= np.floor(f)
+                if f >= 1.0:
+                    f = 0.0
+            frac[a, k] = f
     wpos = np.empty((n, 3))
     for a in range(n):
         for d in range(3):  # same arithmetic as the ghosts below, so self-images give r = 0 exactly
             wpos[a, d] = frac[a, 0] * ecell[0, d] + frac[a, 1] * ecell[1, d] + frac[a, 2] * ecell[2, d]
-    # count then fill
-    count = 0
-    for pa in range(2):
-        if pa == 1:
-            gpos = np.empty((count, 3))
-            gidx = np.empty(count, np.int64)
-            count = 0
-        for n0 in range(-nimg[0], nimg[0] + 1):
-            for n1 in range(-nimg[1], nimg[1] + 1):
-                for n2 in range(-nimg[2], nimg[2] + 1):
-                    for a in range(n):
-                        s0 = frac[a, 0] + n0
-                        s1 = frac[a, 1] + n1
-                        s2 = frac[a, 2] + n2
-                        if pbc[0] and (s0 < -reach[0] or s0 >= 1.0 + reach[0]):
-                            continue
-                        if pbc[1] and (s1 < -reach[1] or s1 >= 1.0 + reach[1]):
-                            continue
-                        if pbc[2] and (s2 < -reach[2] or s2 >= 1.0 + reach[2]):
-                            continue
-                        if pa == 1:
-                            for d in range(3):
-                                gpos[count, d] = s0 * ecell[0, d] + s1 * ecell[1, d] + s2 * ecell[2, d]
-                            gidx[count] = a
-                        count += 1
-    return wpos, gpos, gidx
+    # image shifts per atom and direction: s = frac + shift in [-reach, 1 + reach)
+    lo = np.zeros((n, 3), np.int64)
+    hi = np.zeros((n, 3), np.int64)
+    total = 0
+    for a in range(n):
+        cnt = 1
+        for k in range(3):
+            if pbc[k]:
+                f = frac[a, k]
+                r = reach[k]
+                low = int(np.floor(-r - f)) - 1
+                while f + low < -r:
+                    low += 1
+                high = int(np.ceil(1.0 + r - f)) + 1
+                while f + high >= 1.0 + r:
+                    high -= 1
+                lo[a, k] = low
+                hi[a, k] = high
+                cnt *= high - low + 1
+        total += cnt
+    if total > gx.shape[0]:
+        cap = max(total, 2 * gx.shape[0])
+        gx = np.empty(cap)
+        gy = np.empty(cap)
+        gz = np.empty(cap)
+        gi = np.empty(cap, np.int64)
+    c = 0
+    for a in range(n):
+        for n0 in range(lo[a, 0], hi[a, 0] + 1):
+            s0 = frac[a, 0] + n0
+            for n1 in range(lo[a, 1], hi[a, 1] + 1):
+                s1 = frac[a, 1] + n1
+                for n2 in range(lo[a, 2], hi[a, 2] + 1):
+                    s2 = frac[a, 2] + n2
+                    gx[c] = s0 * ecell[0, 0] + s1 * ecell[1, 0] + s2 * ecell[2, 0]
+                    gy[c] = s0 * ecell[0, 1] + s1 * ecell[1, 1] + s2 * ecell[2, 1]
+                    gz[c] = s0 * ecell[0, 2] + s1 * ecell[1, 2] + s2 * ecell[2, 2]
+                    gi[c] = a
+                    c += 1
+    return wpos, total, gx, gy, gz, gi
 
 
 @njit(cache=True)
-def build_bins(gpos, cutoff):
-    """Cartesian bin grid over the ghosts: (origin (3,), nbins (3,), start (nb+1,), order (G,))."""
-    g = gpos.shape[0]
-    lo = np.empty(3)
+def build_bins(g, gx, gy, gz, gi, cutoff):
+    """Cartesian bin grid (bins >= cutoff wide) over the ghosts; the ghosts are permuted into
+    bin order in place. Returns (origin (3,), size (3,), nbins (3,), start (nbins+1,))."""
+    lo = np.zeros(3)
+    hi = np.zeros(3)
+    if g > 0:
+        lo[0], hi[0] = gx[:g].min(), gx[:g].max()
+        lo[1], hi[1] = gy[:g].min(), gy[:g].max()
+        lo[2], hi[2] = gz[:g].min(), gz[:g].max()
     nb = np.ones(3, np.int64)
-    for d in range(3):
-        lo[d] = gpos[:, d].min() if g > 0 else 0.0
-        hi = gpos[:, d].max() if g > 0 else 0.0
-        nb[d] = max(1, int((hi - lo[d]) / cutoff))
-        if nb[d] > 1000:
-            nb[d] = 1000
     size = np.empty(3)
     for d in range(3):
-        hi = gpos[:, d].max() if g > 0 else 0.0
-        size[d] = max((hi - lo[d]) / nb[d], 1e-12)
+        nb[d] = min(1000, max(1, int((hi[d] - lo[d]) / cutoff)))
+        size[d] = max((hi[d] - lo[d]) / nb[d], 1e-12)
     total = nb[0] * nb[1] * nb[2]
     binof = np.empty(g, np.int64)
     start = np.zeros(total + 1, np.int64)
     for a in range(g):
-        c0 = min(nb[0] - 1, int((gpos[a, 0] - lo[0]) / size[0]))
-        c1 = min(nb[1] - 1, int((gpos[a, 1] - lo[1]) / size[1]))
-        c2 = min(nb[2] - 1, int((gpos[a, 2] - lo[2]) / size[2]))
+        c0 = min(nb[0] - 1, int((gx[a] - lo[0]) / size[0]))
+        c1 = min(nb[1] - 1, int((gy[a] - lo[1]) / size[1]))
+        c2 = min(nb[2] - 1, int((gz[a] - lo[2]) / size[2]))
         b = (c0 * nb[1] + c1) * nb[2] + c2
         binof[a] = b
         start[b + 1] += 1
     for b in range(total):
         start[b + 1] += start[b]
     fill = start[:-1].copy()
-    order = np.empty(g, np.int64)
+    sx = gx[:g].copy()
+    sy = gy[:g].copy()
+    sz = gz[:g].copy()
+    si = gi[:g].copy()
     for a in range(g):
-        order[fill[binof[a]]] = a
+        q = fill[binof[a]]
         fill[binof[a]] += 1
-    return lo, size, nb, start, order
+        gx[q] = sx[a]
+        gy[q] = sy[a]
+        gz[q] = sz[a]
+        gi[q] = si[a]
+    return lo, size, nb, start
 
 
 @njit(cache=True)
-def gather(p, gpos, gidx, use_bins, lo, size, nb, start, order, cutoff, out_r, out_j):
-    """Neighbours of the point p: writes r_ghost - p into out_r and atom indices into out_j
-    (up to their capacity) and returns the total count (caller grows buffers if larger)."""
-    cut2 = cutoff * cutoff
-    cap = out_j.shape[0]
-    count = 0
-    if not use_bins:
-        for a in range(gpos.shape[0]):
-            dx = gpos[a, 0] - p[0]
-            dy = gpos[a, 1] - p[1]
-            dz = gpos[a, 2] - p[2]
-            r2 = dx * dx + dy * dy + dz * dz
-            if r2 < cut2 and r2 > 0.0:
-                if count < cap:
-                    out_r[count, 0] = dx
-                    out_r[count, 1] = dy
-                    out_r[count, 2] = dz
-                    out_j[count] = gidx[a]
-                count += 1
-        return count
-    c0 = min(nb[0] - 1, max(0, int((p[0] - lo[0]) / size[0])))
-    c1 = min(nb[1] - 1, max(0, int((p[1] - lo[1]) / size[1])))
-    c2 = min(nb[2] - 1, max(0, int((p[2] - lo[2]) / size[2])))
-    for b0 in range(max(0, c0 - 1), min(nb[0], c0 + 2)):
-        for b1 in range(max(0, c1 - 1), min(nb[1], c1 + 2)):
-            for b2 in range(max(0, c2 - 1), min(nb[2], c2 + 2)):
-                b = (b0 * nb[1] + b1) * nb[2] + b2
-                for q in range(start[b], start[b + 1]):
-                    a = order[q]
-                    dx = gpos[a, 0] - p[0]
-                    dy = gpos[a, 1] - p[1]
-                    dz = gpos[a, 2] - p[2]
-                    r2 = dx * dx + dy * dy + dz * dz
-                    if r2 < cut2 and r2 > 0.0:
-                        if count < cap:
-                            out_r[count, 0] = dx
-                            out_r[count, 1] = dy
-                            out_r[count, 2] = dz
-                            out_j[count] = gidx[a]
-                        count += 1
-    return count
+def _scan(px, py, pz, a0, a1, gx, gy, gz, gi, cut2, X, Y, Z, J, c):
+    # branch-free compaction: every candidate is written, the count advances only for hits
+    for a in range(a0, a1):
+        dx = gx[a] - px
+        dy = gy[a] - py
+        dz = gz[a] - pz
+        r2 = dx * dx + dy * dy + dz * dz
+        X[c] = dx
+        Y[c] = dy
+        Z[c] = dz
+        J[c] = gi[a]
+        c += 1 if (r2 < cut2) & (r2 > 0.0) else 0
+    return c
 
 
 @njit(cache=True)
-def prepare(cell, pbc, positions, cutoff):
-    """Ghosts and (if large) bins for one structure; returns everything `gather` needs."""
-    wpos, gpos, gidx = build_ghosts(cell, pbc, positions, cutoff)
-    use_bins = gpos.shape[0] > BIN_THRESHOLD
+def setup(cell, pbc, positions, cutoff, gx, gy, gz, gi):
+    """Ghosts and (if many) bins of one structure: (wpos, G, gx, gy, gz, gi, use_bins, lo, size,
+    nbins, start), everything `gather` needs; buffers as in build_ghosts."""
+    wpos, g, gx, gy, gz, gi = build_ghosts(cell, pbc, positions, cutoff, gx, gy, gz, gi)
+    use_bins = g > BIN_THRESHOLD
     if use_bins:
-        lo, size, nb, start, order = build_bins(gpos, cutoff)
+        lo, size, nb, start = build_bins(g, gx, gy, gz, gi, cutoff)
     else:
         lo = np.zeros(3)
         size = np.ones(3)
         nb = np.ones(3, np.int64)
         start = np.zeros(2, np.int64)
-        order = np.zeros(0, np.int64)
-    return wpos, gpos, gidx, use_bins, lo, size, nb, start, order
+        start[1] = g
+    return wpos, g, gx, gy, gz, gi, use_bins, lo, size, nb, start
+
+
+@njit(cache=True)
+def gather(p, g, gx, gy, gz, gi, use_bins, lo, size, nb, start, cutoff, X, Y, Z, J):
+    """Neighbours (0 < r < cutoff) of the point p: writes r_ghost - p into X, Y, Z and atom
+    indices into J and returns their count, or -m if the buffers (length >= m needed) are too
+    short. Without bins a length >= G always suffices."""
+    cut2 = cutoff * cutoff
+    if not use_bins:
+        if X.shape[0] < g:
+            return -g
+        return _scan(p[0], p[1], p[2], 0, g, gx, gy, gz, gi, cut2, X, Y, Z, J, 0)
+    c0 = min(nb[0] - 1, max(0, int((p[0] - lo[0]) / size[0])))
+    c1 = min(nb[1] - 1, max(0, int((p[1] - lo[1]) / size[1])))
+    c2 = min(nb[2] - 1, max(0, int((p[2] - lo[2]) / size[2])))
+    need = 0
+    for b0 in range(max(0, c0 - 1), min(nb[0], c0 + 2)):
+        for b1 in range(max(0, c1 - 1), min(nb[1], c1 + 2)):
+            b = (b0 * nb[1] + b1) * nb[2]
+            need += start[b + min(nb[2], c2 + 2)] - start[b + max(0, c2 - 1)]
+    if X.shape[0] < need:
+        return -need
+    c = 0
+    for b0 in range(max(0, c0 - 1), min(nb[0], c0 + 2)):
+        for b1 in range(max(0, c1 - 1), min(nb[1], c1 + 2)):
+            b = (b0 * nb[1] + b1) * nb[2]  # bins of one (b0, b1) row along axis 2 are contiguous
+            c = _scan(p[0], p[1], p[2], start[b + max(0, c2 - 1)], start[b + min(nb[2], c2 + 2)],
+                      gx, gy, gz, gi, cut2, X, Y, Z, J, c)
+    return c
 
 
 @njit(cache=True)
@@ -221,23 +270,29 @@ def csr_batch(cells, pbcs, positions, offsets, cutoff):
     rij (P,3) = r_j_image - r_i in Å, for all pairs with 0 < |r| < cutoff."""
     ntot = offsets[cells.shape[0]]
     pair_off = np.zeros(ntot + 1, np.int64)
-    cap = 64
-    buf_r = np.empty((cap, 3))
-    buf_j = np.empty(cap, np.int64)
+    gx = np.empty(256)
+    gy = np.empty(256)
+    gz = np.empty(256)
+    gi = np.empty(256, np.int64)
+    X = np.empty(256)
+    Y = np.empty(256)
+    Z = np.empty(256)
+    J = np.empty(256, np.int64)
     total_cap = max(16, ntot * 32)
     all_r = np.empty((total_cap, 3))
     all_j = np.empty(total_cap, np.int64)
     for s in range(cells.shape[0]):
         o0 = offsets[s]
-        wpos, gpos, gidx, use_bins, lo, size, nb, start, order = prepare(cells[s], pbcs[s],
-                                                                         positions[o0:offsets[s + 1]], cutoff)
+        wpos, g, gx, gy, gz, gi, use_bins, lo, size, nb, start = setup(
+            cells[s], pbcs[s], positions[o0:offsets[s + 1]], cutoff, gx, gy, gz, gi)
         for i in range(offsets[s + 1] - o0):
-            cnt = gather(wpos[i], gpos, gidx, use_bins, lo, size, nb, start, order, cutoff, buf_r, buf_j)
-            if cnt > cap:
-                cap = 2 * cnt
-                buf_r = np.empty((cap, 3))
-                buf_j = np.empty(cap, np.int64)
-                cnt = gather(wpos[i], gpos, gidx, use_bins, lo, size, nb, start, order, cutoff, buf_r, buf_j)
+            cnt = gather(wpos[i], g, gx, gy, gz, gi, use_bins, lo, size, nb, start, cutoff, X, Y, Z, J)
+            if cnt < 0:
+                X = np.empty(-2 * cnt)
+                Y = np.empty(-2 * cnt)
+                Z = np.empty(-2 * cnt)
+                J = np.empty(-2 * cnt, np.int64)
+                cnt = gather(wpos[i], g, gx, gy, gz, gi, use_bins, lo, size, nb, start, cutoff, X, Y, Z, J)
             o = pair_off[o0 + i]
             if o + cnt > total_cap:
                 total_cap = 2 * (o + cnt)
@@ -246,9 +301,11 @@ def csr_batch(cells, pbcs, positions, offsets, cutoff):
                 new_r[:o] = all_r[:o]
                 new_j[:o] = all_j[:o]
                 all_r, all_j = new_r, new_j
-            all_r[o:o + cnt] = buf_r[:cnt]
             for q in range(cnt):
-                all_j[o + q] = buf_j[q] + o0
+                all_r[o + q, 0] = X[q]
+                all_r[o + q, 1] = Y[q]
+                all_r[o + q, 2] = Z[q]
+                all_j[o + q] = J[q] + o0
             pair_off[o0 + i + 1] = o + cnt
     m = pair_off[ntot]
     return pair_off, all_j[:m].copy(), all_r[:m].copy()

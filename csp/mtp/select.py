@@ -15,37 +15,46 @@ from csp.mtp.potential import MTP
 
 def select(mtp: MTP, active_set: ActiveSet, candidates: Sequence, n: int | None = None, *,
            species: Sequence[str] | None = None, threshold: float = 1.0 + 1e-6) -> list[int]:
-    """Indices of the candidates to compute (in the order they were first chosen), at most `n`.
+    """Indices of the candidates to compute (in the order they were chosen), at most `n`.
 
-    Rows of the candidates (in the active set's mode) are swapped into a copy of the active set
-    greedily, always taking the row with the largest coefficient |(b A^-1)_j| > threshold (each
-    swap multiplies |det A| by it). Only rows that extrapolate w.r.t. the given active set
-    (grade > threshold) take part. A candidate is selected if one of its rows is in the final
-    active set; duplicates of a selected structure are then inside the span (grade 1) and are
-    not selected."""
+    Greedy over structures: the candidate owning the row with the largest coefficient
+    |(b A^-1)_j| > threshold w.r.t. the current active set A (the largest factor by which one
+    swap multiplies |det A|) is chosen, then all its rows (its neighbourhoods, in that mode)
+    are swapped into A while any still exceeds the threshold, as it will be computed whole;
+    repeat. Only rows that extrapolate w.r.t. the given active set (grade > threshold) take
+    part. So duplicates and supercells of a chosen structure are inside the span afterwards
+    (grade <= 1) and are not chosen, and a structure identical to a training structure of the
+    active set (or a supercell of one) grades <= 1 and is never chosen. Total: rank-deficient
+    active sets and candidate sets (duplicates, fewer rows than columns) are handled by
+    `greedy_insert`."""
     active_set.check(mtp)
+    if n is not None and n < 1:
+        return []
+    if not isinstance(candidates, FitData) and len(candidates) == 0:
+        return []
     data: FitData = _data(mtp, candidates, species)
     if data.n_configs == 0:
         return []
-    rows, owner = _rows_with_owner(mtp, data, active_set.mode)
+    rows, owner = _rows_with_owner(mtp, data, active_set.mode, active_set.coefficients)
     # only rows that extrapolate w.r.t. the current active set carry new information
     keep = active_set.grades_of_rows(rows) > threshold
     rows, owner = rows[keep] * active_set.scale, owner[keep]
     if len(rows) == 0:
         return []
     A = active_set.matrix.copy()
-    slot_owner = -2 * np.ones(A.shape[0], np.int64)  # -2: an original active row
-    first_seen: dict[int, int] = {}
+    pool = np.ones(len(rows), dtype=bool)
     chosen: list[int] = []
-    while True:
-        A, swaps = greedy_insert(A, rows, threshold=threshold, max_swaps=1)
+    while n is None or len(chosen) < n:
+        idx = np.flatnonzero(pool)
+        if len(idx) == 0:
+            break
+        _, swaps = greedy_insert(A, rows[idx], threshold=threshold, max_swaps=1)
         if not swaps:
             break
-        i, j = swaps[0]
-        slot_owner[j] = owner[i]
-        first_seen.setdefault(int(owner[i]), len(first_seen))
-        current = {int(o) for o in slot_owner if o >= 0}
-        chosen = sorted(current, key=lambda o: first_seen[o])
-        if n is not None and len(chosen) >= n:
-            break
-    return chosen[:n] if n is not None else chosen
+        best = int(owner[idx[swaps[0][0]]])
+        # the whole structure will be computed: all its rows join the active set
+        mine = owner == best
+        A, _ = greedy_insert(A, rows[mine], threshold=threshold)
+        pool &= ~mine
+        chosen.append(best)
+    return chosen

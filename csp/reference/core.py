@@ -32,6 +32,7 @@ import ase.io
 import numpy as np
 from ase import Atoms, units
 
+from csp.atomic import atomic_write
 from csp.reference import common
 from csp.reference.operations import OPTIMIZERS, AttemptResult, RelaxSettings, run_attempt
 
@@ -222,7 +223,8 @@ class Reference:
             outcome = Outcome(ok=True, atoms=a, energy=energy, forces=a.get_forces(), stress=stress, reason="",
                               seconds=seconds, converged=result.converged, steps=result.steps,
                               enthalpy=float(a.info.get("enthalpy", energy)))
-            ase.io.write(workdir / "output.extxyz", a, format="extxyz", parallel=False)
+            with atomic_write(workdir / "output.extxyz") as f:
+                ase.io.write(f, a, format="extxyz", parallel=False)
         else:
             outcome = Outcome(ok=False, atoms=None, energy=None, forces=None, stress=None, reason=result.reason,
                               seconds=seconds, kind=result.kind)
@@ -230,7 +232,8 @@ class Reference:
         outcome.attempt_reasons = [r["reason"] for r in records]
         outcome.workdir = str(workdir)
         doc = {"operation": operation, **outcome.summary(), "attempt_log": records, "settings": self.settings()}
-        (workdir / "outcome.json").write_text(json.dumps(doc, indent=1, default=str))
+        with atomic_write(workdir / "outcome.json") as f:
+            f.write(json.dumps(doc, indent=1, default=str))
         return outcome
 
     def _attempt_in_child(self, operation: str, atoms: Atoms, params: dict, adir: Path) -> AttemptResult:

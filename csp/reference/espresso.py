@@ -49,9 +49,17 @@ def validate(params: dict, where: str) -> dict:
 
 
 def check_elements(params: dict, elements: list[str], where: str) -> None:
+    """Every element needs a pseudopotential in `pseudopotentials`, and its file in `pseudo_dir`."""
     missing = sorted(set(elements) - set(params["pseudopotentials"]))
     if missing:
         fail("reference.pseudopotentials", f"no pseudopotential for {', '.join(missing)} (needed by {where})")
+    pseudo_dir = Path(params["pseudo_dir"]).expanduser()
+    if not pseudo_dir.is_dir():
+        fail("reference.pseudo_dir", f"directory {str(pseudo_dir)!r} not found")
+    absent = [f"{el}: {params['pseudopotentials'][el]}" for el in elements
+              if not (pseudo_dir / params["pseudopotentials"][el]).is_file()]
+    if absent:
+        fail("reference.pseudopotentials", f"file not found in pseudo_dir {str(pseudo_dir)!r}: {', '.join(absent)}")
 
 
 def make_calculator(params: dict, atoms: Atoms, directory: Path):

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ase import Atoms
 
-from csp.reference.common import boolean, check_keys, integer, kpoint_mesh, mapping, number, string
+from csp.reference.common import boolean, check_keys, fail, integer, kpoint_mesh, mapping, number, string
 
 NAME = "gpaw"
 DEFAULTS = {
@@ -76,6 +76,43 @@ def validate(params: dict, where: str) -> dict:
         "parameters": mapping(p["parameters"], f"{where}.parameters"),
     }
     return out
+
+
+def setup_dirs() -> list[Path] | None:
+    """GPAW's PAW-setup directories (GPAW_SETUP_PATH first, then the `gpaw_data` package), found
+    without importing GPAW (whose import under an MPI launcher has side effects); None when they
+    cannot be known from here (GPAW not installed, or a ~/.gpaw/rc.py that may change them)."""
+    import importlib.util
+
+    if importlib.util.find_spec("gpaw") is None or (Path.home() / ".gpaw" / "rc.py").is_file():
+        return None
+    dirs = [Path(p) for p in os.environ.get("GPAW_SETUP_PATH", "").split(os.pathsep) if p]
+    if importlib.util.find_spec("gpaw_data") is not None:
+        import gpaw_data
+
+        dirs.append(Path(gpaw_data.datapath()))
+    return dirs
+
+
+# exchange-correlation functionals whose PAW setups carry their own name (LDA, PBE, ...);
+# hybrids and meta-GGAs use the PBE setups (GPAW's `get_setup_name`)
+_OWN_SETUPS = ("LDA", "PBE", "revPBE", "RPBE", "GLLBSC", "PW91")
+
+
+def check_elements(params: dict, elements: list[str], where: str) -> None:
+    """Every element needs a PAW setup file (`<El>.<xc>[.gz]`) on GPAW's setup path. Not checked
+    when custom `setups` are passed in `parameters`, or when the path cannot be known."""
+    if "setups" in params["parameters"]:
+        return
+    dirs = setup_dirs()
+    if dirs is None:
+        return
+    name = params["xc"] if params["xc"] in _OWN_SETUPS else "PBE"
+    missing = [el for el in elements
+               if not any((d / f"{el}.{name}").is_file() or (d / f"{el}.{name}.gz").is_file() for d in dirs)]
+    if missing:
+        shown = ", ".join(str(d) for d in dirs) or "none (install gpaw-data or set GPAW_SETUP_PATH)"
+        fail(where, f"no GPAW {name} PAW setup for {', '.join(missing)} in the setup path ({shown})")
 
 
 def import_gpaw():

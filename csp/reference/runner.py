@@ -15,6 +15,7 @@ from pathlib import Path
 import ase.io
 from ase import units
 
+from csp.atomic import atomic_write
 from csp.reference.core import backend_module
 from csp.reference.operations import RelaxSettings, run_attempt
 
@@ -31,10 +32,13 @@ def main(directory: str) -> int:
     params = request["parameters"]
     result = run_attempt(request["operation"], atoms, lambda: module.make_calculator(params, atoms, adir),
                          adir, settings, timeout=None)
+    # atomic (csp.atomic): the parent reads result.json, complete, only after result.extxyz is complete
     if result.ok:
-        ase.io.write(adir / "result.extxyz", result.atoms, format="extxyz", parallel=False)
-    (adir / "result.json").write_text(json.dumps({"ok": result.ok, "kind": result.kind, "reason": result.reason,
-                                                  "converged": result.converged, "steps": result.steps}))
+        with atomic_write(adir / "result.extxyz") as f:
+            ase.io.write(f, result.atoms, format="extxyz", parallel=False)
+    with atomic_write(adir / "result.json") as f:
+        f.write(json.dumps({"ok": result.ok, "kind": result.kind, "reason": result.reason,
+                            "converged": result.converged, "steps": result.steps}))
     return 0
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ase import Atoms
 
-from csp.reference.common import check_keys, kpoint_mesh, mapping, number, string
+from csp.reference.common import check_keys, fail, kpoint_mesh, mapping, number, string
 
 NAME = "vasp"
 INCAR_DEFAULTS = {"xc": "PBE", "encut": 520, "prec": "Accurate", "ediff": 1e-6, "ismear": 1,
@@ -37,6 +37,38 @@ def validate(params: dict, where: str) -> dict:
         "kpoint_density": number(params.get("kpoint_density", 5.0), f"{where}.kpoint_density", positive=True),
         "parameters": {**INCAR_DEFAULTS, **mapping(params.get("parameters"), f"{where}.parameters")},
     }
+
+
+def check_elements(params: dict, elements: list[str], where: str) -> None:
+    """Every element needs its POTCAR under VASP_PP_PATH, looked up as ASE's Vasp does it (xc,
+    pp, pp_version and setups taken into account). Not checked when VASP_PP_PATH is unknown here
+    (it may be set only on the compute nodes) or ASE cannot tell."""
+    import warnings
+
+    from ase.config import cfg
+
+    with warnings.catch_warnings():   # ASE warns that VASP_PP_PATH should move to its config file
+        warnings.simplefilter("ignore")
+        pp_path = cfg.get("VASP_PP_PATH")
+        if not pp_path:
+            return
+        from ase.calculators.vasp import Vasp
+
+        try:
+            calc = Vasp(directory=".", command=params["command"], **params["parameters"])
+        except Exception:  # noqa: BLE001 - a setting ASE refuses is reported by the calculation itself
+            return
+        missing = []
+        for el in elements:
+            try:
+                calc._build_pp_list(Atoms(el))
+            except RuntimeError:
+                missing.append(el)
+            except Exception:  # noqa: BLE001 - another ASE version: cannot check
+                return
+    if missing:
+        fail(where, f"no VASP POTCAR for {', '.join(missing)} under VASP_PP_PATH={pp_path!r} "
+                    f"(pp {calc.input_params.get('pp')!r}, setups {calc.input_params.get('setups')!r})")
 
 
 def make_calculator(params: dict, atoms: Atoms, directory: Path):

@@ -41,9 +41,10 @@ from itertools import product
 from typing import Iterable
 
 import numpy as np
-import spglib
 from ase import Atoms
 from numba import njit
+
+from csp.structures import spg
 
 CENTRES = np.array([0.80, 1.05, 1.30, 1.55, 1.80, 2.05])  # in units of r0 = (V/N)^(1/3)
 SIGMA = 0.125
@@ -170,8 +171,8 @@ def _symmetry(atoms: Atoms, symprec: float) -> _Symmetry:
     frac = np.linalg.solve(lattice.T, atoms.positions.T).T % 1.0
     cell = (lattice, frac, atoms.numbers)
     try:
-        ds = spglib.get_symmetry_dataset(cell, symprec=symprec)
-    except Exception:  # spglib raises SpglibError on degenerate input
+        ds = spg.symmetry_dataset(cell, symprec=symprec)  # None: spglib found no symmetry
+    except Exception:  # malformed input that spglib rejects outside its own errors
         ds = None
     if ds is None:
         return _Symmetry((0,), None, None, None)

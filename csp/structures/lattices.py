@@ -15,6 +15,7 @@ import numpy as np
 import spglib
 
 from csp.errors import InputError
+from csp.structures import spg
 
 SYMPREC = 1e-5
 
@@ -65,7 +66,7 @@ class Parent:
         """
         types = self.site_types(elements)
         cell = (self.cell, self.sites, types)
-        sym = spglib.get_symmetry(cell, symprec=SYMPREC)
+        sym = spg.call(spglib.get_symmetry, cell, symprec=SYMPREC)
         if sym is None:
             raise InputError(f"parent '{self.name}': spglib could not determine its symmetry")
         rotations = np.asarray(sym["rotations"], dtype=np.int64)

@@ -8,8 +8,10 @@ degrees, of a representative compound; missing values follow from the crystal sy
 the prototype compound that occupies it), ``aflow`` (AFLOW prototype label) and ``source``.
 The structure is built with `ase.spacegroup.crystal`.
 
-Where the library lives: ``$CSP_PROTOTYPES`` (a directory) if set, else the top-level
-``prototypes/`` directory of the source checkout (found with ``pip install -e .``).
+Where the library lives: ``$CSP_PROTOTYPES`` (a directory) if set; else the copy installed with
+the package (the top-level ``prototypes/`` directory is shipped in the wheel as the package data
+``csp/_prototypes/``, see ``setup.py``); else, in a source checkout (``pip install -e .``), the
+top-level ``prototypes/`` directory itself.
 
 Decoration (`decorate`): with k search elements and s sublattices, every sublattice receives
 one element. If s ≤ k, every injective assignment is made (unary prototypes give each pure
@@ -26,6 +28,7 @@ import itertools
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -92,13 +95,23 @@ class Prototype:
                               space_group(self.space_group).centering)
 
 
+def _installed_library() -> Path | None:
+    """``csp/_prototypes`` of an installed (non-editable) csp, or None."""
+    res = resources.files("csp").joinpath("_prototypes")
+    return res if isinstance(res, Path) and res.is_dir() else None
+
+
 def library_dir() -> Path:
-    """Directory of the prototype library ($CSP_PROTOTYPES or <checkout>/prototypes)."""
+    """Directory of the prototype library: $CSP_PROTOTYPES, else the installed package data
+    (csp/_prototypes), else <checkout>/prototypes."""
     env = os.environ.get("CSP_PROTOTYPES")
-    path = Path(env) if env else Path(__file__).resolve().parents[2] / "prototypes"
+    if env:
+        path = Path(env)
+    else:
+        path = _installed_library() or Path(__file__).resolve().parents[2] / "prototypes"
     if not path.is_dir():
-        raise InputError(f"prototype library '{path}' not found: set CSP_PROTOTYPES to the "
-                         "prototypes/ directory of the csp source")
+        raise InputError(f"prototype library '{path}' not found: set CSP_PROTOTYPES to a "
+                         "directory of prototype YAML files (prototypes/ of the csp source)")
     return path
 
 

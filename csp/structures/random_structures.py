@@ -21,12 +21,12 @@ from functools import lru_cache
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
-import spglib
 from ase import Atoms
 from ase.data import atomic_numbers, covalent_radii
 from ase.geometry import cellpar_to_cell
 
 from csp.errors import InputError
+from csp.structures import spg
 from csp.structures.volume import vegard_volume
 from csp.structures.wyckoff import SpaceGroup, WyckoffPosition, primitive_cell, space_group
 
@@ -336,7 +336,7 @@ def _attempt(group, elements, comp, radii, rng, vol_range, dfac) -> Atoms | None
         else:
             return None
     numbers = np.array([atomic_numbers[elements[i]] for i in species])
-    ds = spglib.get_symmetry_dataset((cell, frac, numbers), symprec=1e-2)
+    ds = spg.symmetry_dataset((cell, frac, numbers), symprec=1e-2)
     if ds is None or ds.number != group.number:
         return None
     atoms = primitive_cell(cell, frac, numbers, group.centering)

@@ -37,6 +37,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from csp.errors import InputError
+from csp.structures import spg
 
 TABLE_PATH = Path(__file__).with_name("wyckoff_table.json")
 _GRID = 24  # hexagonal and trigonal groups (coordinates in sixths and quarters)
@@ -107,7 +108,7 @@ def default_hall_numbers() -> dict[int, int]:
     """Space-group number -> smallest Hall number (spglib's default setting)."""
     out: dict[int, int] = {}
     for hall in range(1, 531):
-        number = spglib.get_spacegroup_type(hall).number
+        number = spg.call(spglib.get_spacegroup_type, hall).number
         out.setdefault(number, hall)
     return out
 
@@ -132,10 +133,10 @@ def _fixed_subspace(rots: np.ndarray, trans: np.ndarray) -> tuple[np.ndarray, np
 
 def _derive(number: int) -> SpaceGroup:
     hall = default_hall_numbers()[number]
-    sym = spglib.get_symmetry_from_database(hall)
+    sym = spg.call(spglib.get_symmetry_from_database, hall)
     rots = np.asarray(sym["rotations"], dtype=np.int64)
     trans = np.mod(np.asarray(sym["translations"], float), 1.0)
-    sgtype = spglib.get_spacegroup_type(hall)
+    sgtype = spg.call(spglib.get_spacegroup_type, hall)
     n_ops = len(rots)
 
     grid = _grid_size(number)
@@ -241,7 +242,7 @@ def _spglib_letters(number, rots, trans, points, bases) -> list[str]:
                                 return_index=True)[1]]
         positions.append(orbit)
         species += [k + 1] * len(orbit)
-    ds = spglib.get_symmetry_dataset((cell, np.vstack(positions), species), symprec=1e-5)
+    ds = spg.symmetry_dataset((cell, np.vstack(positions), species), symprec=1e-5)
     if ds is None or ds.number != number:
         raise RuntimeError(f"space group {number}: Wyckoff derivation failed the spglib check")
     letters = []
@@ -319,8 +320,8 @@ def space_group(number: int) -> SpaceGroup:
     _check_number(number)
     number = int(number)
     hall = default_hall_numbers()[number]
-    sym = spglib.get_symmetry_from_database(hall)
-    sgtype = spglib.get_spacegroup_type(hall)
+    sym = spg.call(spglib.get_symmetry_from_database, hall)
+    sgtype = spg.call(spglib.get_spacegroup_type, hall)
     positions = tuple(WyckoffPosition(letter, mult, order, np.array(origin, float),
                                       np.array(basis, float).reshape(-1, 3))
                       for letter, mult, order, origin, basis in _table()[str(number)])

@@ -41,11 +41,21 @@ def fail_anywhere(x):
     return x
 
 
-def main(mode: str) -> int:
+def exit_on_worker(x):
+    """A worker that vanishes without a word (a C library calling exit(), the OOM killer)."""
+    if int(os.environ.get("PMI_RANK", "0")) != 0 and x == 3:
+        os._exit(3)
+    time.sleep(0.05)
+    return x
+
+
+def main(mode: str, log_dir: str | None = None) -> int:
     farm = Farm()
     if not farm.is_master:
         farm.serve()
         return 0
+    if log_dir:
+        farm.set_log_dir(log_dir)
     try:
         if mode == "big":
             import numpy as np
@@ -57,7 +67,7 @@ def main(mode: str) -> int:
             print(json.dumps({"size": farm.size, "ok": ok}))
             return 0
         fn = {"ok": square_with_rank, "fail_worker": fail_on_worker, "fail_any": fail_anywhere,
-              "fail_master": fail_on_master}[mode]
+              "fail_master": fail_on_master, "exit_worker": exit_on_worker}[mode]
         out = farm.map(fn, range(40))
         farm.stop()
     except Exception as exc:
@@ -68,4 +78,4 @@ def main(mode: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(*sys.argv[1:]))

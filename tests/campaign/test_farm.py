@@ -48,6 +48,7 @@ def _mpirun(mode: str, timeout: float = 60.0) -> tuple[subprocess.CompletedProce
     return proc, time.perf_counter() - t0
 
 
+@pytest.mark.mpi
 def test_mpirun_two_ranks_share_work_results_in_order():
     proc, _ = _mpirun("ok")
     assert proc.returncode == 0, proc.stderr
@@ -58,6 +59,7 @@ def test_mpirun_two_ranks_share_work_results_in_order():
     assert ranks == {0, 1}  # both ranks computed items
 
 
+@pytest.mark.mpi
 def test_mpirun_large_messages_do_not_deadlock():
     """Tasks and results far above the eager limit, several tasks in flight per worker."""
     proc, seconds = _mpirun("big", timeout=120.0)
@@ -67,6 +69,7 @@ def test_mpirun_large_messages_do_not_deadlock():
     assert seconds < 60.0
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("mode", ["fail_worker", "fail_master", "fail_any"])
 def test_mpirun_failure_ends_job_quickly_with_message(mode):
     proc, seconds = _mpirun(mode, timeout=60.0)

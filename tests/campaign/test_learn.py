@@ -14,7 +14,8 @@ from csp.campaign.generate import generate_candidates
 from csp.campaign.model import relevant
 from csp.campaign.store import CampaignStore
 from csp.config import load_search
-from csp.learn import diverse_subset, run_references
+from csp.campaign.learn import diverse_subset
+from csp.campaign.references import Job, run_references
 
 
 def search(tmp_path, text: str):
@@ -58,7 +59,7 @@ def test_reference_calls_are_stored_once(tmp_path):
     farm = Farm(SerialComm())
     with CampaignStore(s.run_dir, create=True) as store:
         ids = store.add_candidates([bulk("Cu", "fcc", a=3.6), bulk("Pd", "fcc", a=3.9)])
-        jobs = [(f"sp:c{i}", i, store.candidate(i)) for i in ids]
+        jobs = [Job(f"sp:c{i}", i, store.candidate(i)) for i in ids]
         assert run_references(store, farm, s, jobs, "single_point", training=(1, 0, "test")) == 2
         assert run_references(store, farm, s, jobs, "single_point", training=(1, 0, "test")) == 0
         recs = store.training_set()
@@ -67,8 +68,18 @@ def test_reference_calls_are_stored_once(tmp_path):
         ref = bulk("Cu", "fcc", a=3.6)
         ref.calc = EMT()
         assert recs[0].energy == pytest.approx(ref.get_potential_energy(), abs=1e-10)
-        relax = run_references(store, farm, s, [("relax:c1", 1, store.candidate(1))], "relax")
+        relax = run_references(store, farm, s, [Job("relax:c1", 1, store.candidate(1))], "relax")
         assert relax == 1 and store.reference_call("relax:c1").steps > 0
+        # the same configuration under another key is not computed again: the earlier call is
+        # added to the training set of the new request instead
+        again = [Job("sp:again:c1", 1, store.candidate(1)), Job("sp:twin:c1", 1, store.candidate(1))]
+        assert run_references(store, farm, s, again, "single_point", training=(2, 0, "test")) == 0
+        assert store.reference_call("sp:again:c1") is None and len(store.training_set()) == 2
+        # identical configurations within one request are computed once
+        moved = store.candidate(2)
+        moved.positions += 0.01
+        twins = [Job("sp:m1", 2, moved), Job("sp:m2", 2, moved.copy())]
+        assert run_references(store, farm, s, twins, "single_point") == 1
 
 
 def test_sigma_domain_mask():

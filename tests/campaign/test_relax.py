@@ -13,6 +13,7 @@ from ase.units import GPa
 
 from csp.relax import (BROKEN, CONVERGED, FAILED, MAX_STEPS, ase_evaluator, pack, relax_batch,
                        relax_structures)
+from csp_testdata import CONFORMANCE
 
 SPECIES = ["Cu", "Pd"]
 EVAL = ase_evaluator(EMT, SPECIES)
@@ -147,9 +148,9 @@ def test_pack_rejects_foreign_species():
 def test_mtp_batch_relaxation_meets_tolerances_checked_by_calc_efs():
     from csp.mtp.evaluate import calc_efs
     from csp.mtp.io import read_mtp
-    from csp.relax import mtp_evaluator
+    from csp.mtp.relax_evaluator import mtp_evaluator
 
-    mtp = read_mtp("/work/shared/conformance/mtp/cubic_10/pot.mtp")
+    mtp = read_mtp(CONFORMANCE / "mtp" / "cubic_10" / "pot.mtp")
     assert mtp.species_count == 1
     start = []
     for k, a in enumerate((3.55, 3.65, 3.75)):

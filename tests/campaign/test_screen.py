@@ -3,7 +3,7 @@
 import pytest
 
 from csp.errors import InputError
-from csp.screen import ScreenEntry, energies_above_hull, within_window
+from csp.campaign.screen import ScreenEntry, energies_above_hull, within_window
 
 
 def entries():

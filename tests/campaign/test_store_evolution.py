@@ -47,6 +47,7 @@ def test_store_without_evolution_tables(tmp_path):
     with CampaignStore(tmp_path) as store:          # `csp report` / `csp status` on an old run directory
         assert store.offspring() == [] and store.generations() == []
         assert "evolution_structures" not in store.counts()
-        assert store.report_data().evolution is None
+        from csp.report import collect
+        assert collect(store).evolution is None
     with CampaignStore(tmp_path, create=True) as store:   # `csp run` adds the tables
         assert store.offspring() == [] and store.add_offspring([("g0-0", 0, "seed", [], None, bulk("Cu"))])

@@ -163,7 +163,54 @@ def test_repair_counts_exact_target(parents, variable_space):
     g = rng(9)
     for p in parents[:8]:
         out = repair_counts(variable_space, p, g, target=(3, 3))
-        assert out is None or counts(out) == (3, 3)
+        if len(p) >= 6:                 # transmutation and deletion only: cannot fail
+            assert out is not None, p.get_chemical_formula()
+        if out is not None:
+            assert counts(out) == (3, 3)
+            assert_no_close_contacts(out)
+    assert sum(len(p) >= 6 for p in parents[:8]) >= 4   # the loop above checked real results
+
+
+def _positions_match(a: Atoms, b: Atoms) -> bool:
+    """Every atom of `a` sits on an atom of `b` with the same symbol (same cell)."""
+    d = a.get_scaled_positions()[:, None, :] - b.get_scaled_positions()[None, :, :]
+    d -= np.rint(d)
+    dist = np.linalg.norm(d @ a.cell.array, axis=2)
+    sym_a, sym_b = np.array(a.get_chemical_symbols()), np.array(b.get_chemical_symbols())
+    return all(np.any((dist[i] < 1e-6) & (sym_b == sym_a[i])) for i in range(len(a)))
+
+
+def test_repair_counts_transmutes_deletes_and_inserts_exactly(variable_space):
+    fcc = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))      # 8 sites
+    # transmutation only: Cu2Au4 -> Cu3Au3, one Au becomes Cu, geometry untouched
+    a = fcc.copy()
+    a.set_chemical_symbols(["Cu", "Cu", "Au", "Au", "Au", "Au"] + ["Cu", "Cu"])
+    a = a[:6]
+    out = repair_counts(variable_space, a, rng(1), target=(3, 3))
+    assert counts(out) == (3, 3) and len(out) == 6
+    assert np.allclose(out.positions, a.positions) and np.allclose(out.cell, a.cell)
+    changed = [(x, y) for x, y in zip(a.get_chemical_symbols(), out.get_chemical_symbols()) if x != y]
+    assert changed == [("Au", "Cu")]
+    # deletion: Cu4Au4 -> Cu3Au3, the survivors keep their sites and species
+    b = fcc.copy()
+    b.set_chemical_symbols(["Cu", "Au"] * 4)
+    out = repair_counts(variable_space, b, rng(2), target=(3, 3))
+    assert counts(out) == (3, 3) and np.allclose(out.cell, b.cell) and _positions_match(out, b)
+    # insertion: Cu1Au1 in a roomy 8-site cell (a = 4.5 Å) -> Cu3Au3; same cell volume, the
+    # two originals stay (reduced cell: compare distances), no close contacts
+    c = bulk("Cu", "fcc", a=4.5, cubic=True).repeat((2, 1, 1))[:2]
+    c.set_chemical_symbols(["Cu", "Au"])
+    out = repair_counts(variable_space, c, rng(3), target=(3, 3))
+    assert out is not None and counts(out) == (3, 3)
+    assert abs(out.get_volume() - c.get_volume()) < 1e-9
+    assert out.get_chemical_symbols()[:2] == ["Cu", "Au"]
+    assert abs(out.get_distance(0, 1, mic=True) - c.get_distance(0, 1, mic=True)) < 1e-9
+    assert_no_close_contacts(out)
+    # without insertions the target is always reached, whatever the random choices
+    for start in (a, b):
+        for seed in range(5):
+            res = repair_counts(variable_space, start, rng(seed), target=(2, 4))
+            assert res is not None and counts(res) == (2, 4)
 
 
 @pytest.fixture(scope="module")

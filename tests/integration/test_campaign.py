@@ -37,8 +37,7 @@ screening:
 """
 
 # EMT's Ni-Pt hull: Ni, Ni3Pt (L1_2), NiPt (L1_0), Pt; half of the 176 distinct candidates lie more
-# than 50 meV/atom above it, so the 4σ windows (σ ≈ 20-100 meV/atom on ~50 training configurations)
-# remove some of them before the reference relaxes anything.
+# than 50 meV/atom above it, so the audited windows (a few meV/atom) have much to remove.
 BRUTE_SEARCH = """
 name: ni-pt
 elements: [Ni, Pt]
@@ -56,7 +55,7 @@ screening:
     - {level: 10, window: 4.0}
   active_learning: {initial_training: 30, max_rounds: 8, max_selected: 12}
   relax: {fmax: 0.01, max_steps: 400}
-  training: {max_iter: 200, cv_folds: 3}
+  training: {max_iter: 200}
 """
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
@@ -116,8 +115,9 @@ def brute_force_run(tmp_path_factory) -> Path:
 
 
 def test_campaign_agrees_with_brute_force(brute_force_run, capsys):
-    """Recall 100 % of the brute-force hull, energies within 1 meV/atom, and far fewer reference
-    energy+force evaluations than relaxing every candidate."""
+    """Recall 100 % of the brute-force hull, energies within 2 meV/atom (the same structure relaxed
+    from two starting points — its Vegard cell, its MTP-relaxed cell — differs by up to ~1.6
+    meV/atom in EMT), and far fewer reference calls than relaxing every candidate."""
     from csp.hull import HullEntry, build_hull
     from csp.reference import get_reference
 
@@ -139,7 +139,7 @@ def test_campaign_agrees_with_brute_force(brute_force_run, capsys):
     for row in brute.stable():
         key = tuple(sorted(row.composition.items()))
         assert key in mine, f"brute-force hull phase {row.formula} missing from csp's hull"
-        assert abs(mine[key]["energy_per_atom"] - row.energy_per_atom) < 1e-3
+        assert abs(mine[key]["energy_per_atom"] - row.energy_per_atom) < 2e-3
     assert len(mine) == len(brute.stable())
     # reference energy+force evaluations: a single point is one, a relaxation one per step plus the start
     csp_evals = (counts["reference_single_points"] + counts["reference_relaxation_steps"]
@@ -156,7 +156,42 @@ def test_campaign_agrees_with_brute_force(brute_force_run, capsys):
     assert sorted(p["formula"] for p in report["hull_phases"]) == sorted(r["formula"] for r in csp_hull)
 
 
-def test_sigkill_and_resume_give_the_same_campaign(reference_run, search_file, tmp_path):
+def snapshot_of(run_dir: Path) -> dict:
+    with CampaignStore(run_dir) as store:
+        return store.results_snapshot()
+
+
+def assert_same_results(run_dir: Path, reference: Path) -> None:
+    """The whole store (candidates, every pass of both stages, potentials, reference calls,
+    training set, audits, kept sets, step records) equals the uninterrupted run's."""
+    got, want = snapshot_of(run_dir), snapshot_of(reference)
+    assert sorted(got) == sorted(want)
+    for table in want:
+        assert got[table] == want[table], f"table {table} differs after resume"
+
+
+# named points inside both stages' learning, the audits and the reference stage, in campaign order
+KILL_POINTS = ("stage1 pass 1 ", "stage1 audit 0: reference", "stage 2: level-", "stage2 pass 0 ",
+               "stage2 audit 0: σ", "reference relaxation of up to")
+
+
+def test_kill_at_named_points_and_resume_give_the_identical_store(reference_run, search_file, tmp_path):
+    """SIGKILL (CSP_FAULT_KILL) right after each named log line, resume each time: the finished
+    store is identical to the uninterrupted run's, table by table."""
+    run_dir = tmp_path / "run"
+    for point in KILL_POINTS:
+        proc = subprocess.run(csp_cmd("run", str(search_file), "--run-dir", str(run_dir), "--quiet"),
+                              capture_output=True, text=True, env=dict(ENV, CSP_FAULT_KILL=point), timeout=600)
+        assert proc.returncode == -signal.SIGKILL, (point, proc.returncode, proc.stderr[-2000:])
+        with CampaignStore(run_dir) as store:
+            assert store.integrity_ok()
+    proc = subprocess.run(csp_cmd("run", str(search_file), "--run-dir", str(run_dir), "--quiet"),
+                          capture_output=True, text=True, env=ENV, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_results(run_dir, reference_run)
+
+
+def test_sigkill_at_random_moments_and_resume_give_the_same_campaign(reference_run, search_file, tmp_path):
     run_dir = tmp_path / "run"
     rng = np.random.default_rng(11)
     kills = 0
@@ -179,10 +214,10 @@ def test_sigkill_and_resume_give_the_same_campaign(reference_run, search_file, t
         with CampaignStore(run_dir) as store:
             assert store.integrity_ok()
     assert kills >= 1
-    assert same_hull(hull_of(run_dir), hull_of(reference_run))
-    assert counts_of(run_dir) == counts_of(reference_run)
+    assert_same_results(run_dir, reference_run)
 
 
+@pytest.mark.mpi
 def test_mpirun_two_ranks_same_hull(reference_run, search_file, tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run(["mpirun", "-n", "2", *csp_cmd("run", str(search_file), "--run-dir", str(run_dir),

@@ -129,6 +129,7 @@ def test_sigkill_during_evolution_then_resume(reference_run, search_file, tmp_pa
     assert summary(run_dir) == summary(reference_run)
 
 
+@pytest.mark.mpi
 def test_mpirun_two_ranks_same_result(reference_run, search_file, tmp_path):
     run_dir = tmp_path / "run"
     proc = run(search_file, run_dir, mpi=2)

@@ -1,15 +1,14 @@
 """Batched evaluation equals per-structure evaluation."""
 
-from pathlib import Path
-
 import numpy as np
 from ase import Atoms
 from ase.build import bulk
 
 from csp.mtp.evaluate import Batch, calc_efs, calc_efs_batch
 from csp.mtp.io import read_mtp
+from csp_testdata import CONFORMANCE
 
-CONF = Path("/work/shared/conformance/mtp")
+CONF = CONFORMANCE / "mtp"
 SPECIES = ["Au", "Ag", "Cu"]
 
 

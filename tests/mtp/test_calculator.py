@@ -1,7 +1,5 @@
 """MTPCalculator: ASE protocol, caching, relaxation with FrechetCellFilter."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from ase import Atoms
@@ -12,8 +10,9 @@ from ase.optimize import BFGS
 
 from csp.errors import InputError
 from csp.mtp import MTPCalculator, calc_efs, read_mtp
+from csp_testdata import CONFORMANCE
 
-POT = Path("/work/shared/conformance/mtp/cubic_10/pot.mtp")
+POT = CONFORMANCE / "mtp" / "cubic_10" / "pot.mtp"
 
 
 def test_results_match_calc_efs_and_cache():

@@ -2,14 +2,14 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
 from csp.cli import main
 from csp.mtp.io import read_cfg, read_mtp
+from csp_testdata import CONFORMANCE
 
-CONF = Path("/work/shared/conformance/mtp")
+CONF = CONFORMANCE / "mtp"
 
 
 def test_init_writes_potential(tmp_path, capsys):
@@ -52,3 +52,16 @@ def test_calc_efs_bad_type_and_missing_file(tmp_path, capsys):
     assert main(["mtp", "calc-efs", str(CONF / "cubic_10" / "pot.mtp"), str(cfg), str(tmp_path / "o.cfg")]) == 2
     assert "type 5" in capsys.readouterr().err
     assert main(["mtp", "calc-efs", str(tmp_path / "nope.mtp"), str(cfg), str(tmp_path / "o.cfg")]) == 2
+
+
+def test_calc_efs_bad_input_leaves_existing_output(tmp_path, capsys):
+    out = tmp_path / "out.cfg"
+    old = b"BEGIN_CFG\n previous results\nEND_CFG\n"
+    out.write_bytes(old)
+    bad = tmp_path / "bad.cfg"
+    bad.write_text("BEGIN_CFG\n Size\n two\nEND_CFG\n")
+    assert main(["mtp", "calc-efs", str(CONF / "cubic_10" / "pot.mtp"), str(bad), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("csp: error:") and err.count("\n") == 1
+    assert out.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.cfg", "out.cfg"]  # no temporary left

@@ -1,14 +1,13 @@
 """Reproduce MLIP's own `mlp calc-efs` output for six MLIP-trained potentials."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from csp.mtp.evaluate import Batch, calc_efs, calc_efs_configurations
 from csp.mtp.io import cfg_to_atoms, read_cfg, read_mtp
+from csp_testdata import CONFORMANCE
 
-CONF = Path("/work/shared/conformance/mtp")
+CONF = CONFORMANCE / "mtp"
 FOLDERS = ["cubic_10", "cubic_16", "cubic_20", "multi_06", "multi_10", "noncubic_10"]
 
 

@@ -1,7 +1,5 @@
 """Our contraction scheme: MLIP's counts, rotation invariance, linear independence, init."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -9,8 +7,9 @@ from scipy.spatial.transform import Rotation
 from csp.errors import InputError
 from csp.mtp.contraction import contraction_patterns, generate_scheme, init_mtp
 from csp.mtp.io import read_mtp, write_mtp
+from csp_testdata import CONFORMANCE
 
-CONF = Path("/work/shared/conformance/mtp")
+CONF = CONFORMANCE / "mtp"
 
 
 def scalars(scheme, env, radial):

@@ -3,8 +3,6 @@ kernel with MLIP, quality bar against MLIP-trained potentials, sigma vs held-out
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -15,10 +13,9 @@ from csp.mtp.fit import (Objective, Weights, cross_validate, errors_of, evaluate
                          solve_linear)
 from csp.mtp.fit_data import FitData, matrix_to_voigt, plus_stress_matrix
 from csp.mtp.io import atoms_to_cfg, read_cfg, read_mtp
+from csp_testdata import CONFORMANCE
 
-CONF = Path(__file__).resolve().parents[2] / ".." / "shared" / "conformance" / "mtp"
-if not CONF.is_dir():
-    CONF = Path("/work/shared/conformance/mtp")
+CONF = CONFORMANCE / "mtp"
 
 
 def emt_configs(n: int, seed: int, species=("Cu",), repeat=(2, 1, 1), rattle=0.1, strain=0.03,

@@ -3,8 +3,6 @@ save/load gives identical grades, MLIP-like calc-grade output."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -15,8 +13,9 @@ from csp.mtp.fit import fit
 from csp.mtp.grade import ActiveSet, active_set_path, grade
 from csp.mtp.io import atoms_to_cfg, read_cfg, read_mtp, write_cfg, write_mtp
 from csp.mtp.maxvol import maxvol
+from csp_testdata import CONFORMANCE
 
-CONF = Path("/work/shared/conformance/mtp")
+CONF = CONFORMANCE / "mtp"
 SPECIES = ["Cu", "Pd"]
 
 

@@ -1,7 +1,5 @@
 """MLIP file formats: exact round trips on the conformance data, Atoms conversion, errors."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -9,8 +7,9 @@ from ase.build import bulk
 from csp.errors import InputError
 from csp.mtp.io import (Configuration, atoms_to_cfg, cfg_to_atoms, read_cfg, read_mtp, write_cfg,
                         write_mtp)
+from csp_testdata import CONFORMANCE
 
-CONF = Path("/work/shared/conformance/mtp")
+CONF = CONFORMANCE / "mtp"
 FOLDERS = ["cubic_10", "cubic_16", "cubic_20", "multi_06", "multi_10", "noncubic_10"]
 SCALARS = {"cubic_10": 16, "cubic_16": 92, "cubic_20": 288, "multi_06": 5, "multi_10": 16,
            "noncubic_10": 16}

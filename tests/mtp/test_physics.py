@@ -1,7 +1,5 @@
 """Physics of the MTP evaluation: finite differences and invariances."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from ase import Atoms
@@ -10,8 +8,9 @@ from scipy.spatial.transform import Rotation
 
 from csp.mtp.evaluate import calc_efs
 from csp.mtp.io import read_mtp
+from csp_testdata import CONFORMANCE
 
-CONF = Path("/work/shared/conformance/mtp")
+CONF = CONFORMANCE / "mtp"
 SPECIES = ["Au", "Ag", "Cu"]
 
 

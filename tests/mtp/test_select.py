@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -15,8 +13,9 @@ from csp.mtp.grade import ActiveSet, active_set_path, grade
 from csp.mtp.io import atoms_to_cfg, read_cfg, read_mtp, write_cfg, write_mtp
 from csp.mtp.maxvol import greedy_insert
 from csp.mtp.select import select
+from csp_testdata import CONFORMANCE
 
-CONF = Path("/work/shared/conformance/mtp")
+CONF = CONFORMANCE / "mtp"
 
 
 def cells(n, seed, scale=1.0, rattle=0.1):

@@ -21,6 +21,8 @@ from ase.build import bulk
 
 from csp.reference import get_reference
 
+pytestmark = pytest.mark.gpaw
+
 FAST = {"calculator": "gpaw", "ecut": 250, "kpoint_density": 2.0, "smearing": 0.1}
 
 
@@ -60,6 +62,7 @@ def test_gpaw_single_point_and_relaxation(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.mpi
 def test_gpaw_runs_serially_on_every_rank_under_mpirun(tmp_path):
     script = tmp_path / "ranks.py"
     script.write_text(textwrap.dedent(f"""

@@ -255,14 +255,22 @@ def test_espresso_configuration_writes_pw_input(tmp_path):
     assert "k_points automatic\n{} {} {}  0 0 0".format(*mesh) in text
 
 
-def test_check_elements():
+def test_check_elements(tmp_path):
     get_reference("emt").check_elements(["Cu", "Au", "Pd"])
     with pytest.raises(InputError, match="element Fe is not supported by the emt reference"):
         get_reference("emt").check_elements(["Cu", "Fe"])
-    espresso = get_reference({"calculator": "espresso", "pseudo_dir": "/p", "pseudopotentials": {"Cu": "Cu.UPF"}})
+    (tmp_path / "Cu.UPF").write_text("pseudo")
+    espresso = get_reference({"calculator": "espresso", "pseudo_dir": str(tmp_path),
+                              "pseudopotentials": {"Cu": "Cu.UPF", "Pd": "Pd.UPF"}})
     espresso.check_elements(["Cu"])
     with pytest.raises(InputError, match="'reference.pseudopotentials': no pseudopotential for Au"):
         espresso.check_elements(["Au", "Cu"])
+    with pytest.raises(InputError, match="'reference.pseudopotentials': file not found in pseudo_dir .*Pd: Pd.UPF"):
+        espresso.check_elements(["Cu", "Pd"])
+    missing_dir = get_reference({"calculator": "espresso", "pseudo_dir": str(tmp_path / "nowhere"),
+                                 "pseudopotentials": {"Cu": "Cu.UPF"}})
+    with pytest.raises(InputError, match="'reference.pseudo_dir': directory .* not found"):
+        missing_dir.check_elements(["Cu"])
     get_reference("gpaw").check_elements(["Fe"])  # GPAW has PAW setups for the periodic table
 
 

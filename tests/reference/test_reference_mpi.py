@@ -22,6 +22,7 @@ def _structure(rank: int):
 
 
 @pytest.mark.slow
+@pytest.mark.mpi
 def test_every_rank_runs_its_own_calls(tmp_path):
     script = tmp_path / "ranks.py"
     script.write_text(textwrap.dedent(f"""

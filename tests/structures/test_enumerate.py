@@ -11,6 +11,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from csp.cli import main
 from csp.errors import InputError
+from csp.structures import spg
 from csp.structures.enumerate import count_structures, enumerate_structures, make_atoms
 from csp.structures.lattices import Parent
 from csp.structures.volume import vegard_volume
@@ -89,7 +90,8 @@ def test_sc_counts_against_brute_force():
                 labels = [(code >> i) & 1 for i in range(n)]
                 atoms = Atoms(numbers=[29 if x == 0 else 46 for x in labels],
                               scaled_positions=frac, cell=cell, pbc=True)
-                prim = spglib.standardize_cell((cell, frac, atoms.numbers), to_primitive=True)
+                prim = spg.call(spglib.standardize_cell, (cell, frac, atoms.numbers),
+                                to_primitive=True)
                 if len(prim[2]) == n:
                     pool.append(adaptor.get_structure(atoms))
         groups = matcher.group_structures(pool)
@@ -118,7 +120,8 @@ def test_enumerated_structures_distinct_and_primitive(lattice, elements, max_ato
     assert len(structures) == count_structures(lattice, elements, max_atoms)
     for atoms in structures:
         cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
-        prim = spglib.standardize_cell(cell, to_primitive=True, no_idealize=True, symprec=1e-4)
+        prim = spg.call(spglib.standardize_cell, cell, to_primitive=True, no_idealize=True,
+                        symprec=1e-4)
         assert len(prim[2]) == len(atoms), "superperiodic structure"
     _assert_pairwise_distinct(structures)
 

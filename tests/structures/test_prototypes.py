@@ -1,17 +1,25 @@
 """Prototype library: every file's symmetry and atom count, physical geometry, decoration."""
 
+import importlib.util
 import math
+import os
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
-import spglib
 from ase.data import covalent_radii
 from ase.io import read
 from ase.neighborlist import neighbor_list
 
+import csp.structures.prototypes as protomod
 from csp.cli import main
 from csp.errors import InputError
+from csp.structures import spg
 from csp.structures.prototypes import decorate, get_prototype, list_prototypes, load_prototype
 from csp.structures.volume import vegard_volume
 
@@ -22,7 +30,7 @@ C2 C6 C15_b C22 C23 C38 C49 D0_9 D1_3 D2_b D5_2 D8_a E2_1 E9_3 L1_1""".split()
 
 
 def _spacegroup(atoms, symprec=1e-3):
-    return spglib.get_symmetry_dataset(
+    return spg.symmetry_dataset(
         (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers), symprec=symprec).number
 
 
@@ -164,3 +172,59 @@ def test_cli_bad_input_is_one_line_exit_2(capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("csp: error:") and err.count("\n") == 1
+
+
+def test_library_dir_env_then_installed_then_checkout(tmp_path, monkeypatch):
+    monkeypatch.delenv("CSP_PROTOTYPES", raising=False)
+    checkout = Path(protomod.__file__).resolve().parents[2] / "prototypes"
+    assert protomod.library_dir() == (protomod._installed_library() or checkout)
+    installed = tmp_path / "installed"
+    installed.mkdir()
+    monkeypatch.setattr(protomod, "_installed_library", lambda: installed)
+    assert protomod.library_dir() == installed
+    monkeypatch.setenv("CSP_PROTOTYPES", str(tmp_path))
+    assert protomod.library_dir() == tmp_path
+    monkeypatch.setenv("CSP_PROTOTYPES", str(tmp_path / "missing"))
+    with pytest.raises(InputError, match="CSP_PROTOTYPES"):
+        protomod.library_dir()
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_prototype_library(tmp_path):
+    """A wheel (not an editable install) carries prototypes/ as csp/_prototypes and finds it."""
+    root = Path(protomod.__file__).resolve().parents[2]
+    if not (root / "setup.py").is_file():
+        pytest.skip("not a source checkout")
+    src = tmp_path / "src"        # build from a copy: no build/ or egg-info in the checkout
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(root / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc")
+    shutil.copytree(root / "csp", src / "csp", ignore=ignore)
+    shutil.copytree(root / "prototypes", src / "prototypes")
+    run = dict(capture_output=True, text=True, timeout=600)
+    # the installed setuptools builds offline if it can write wheels (its own bdist_wheel from
+    # setuptools 70.1, else the `wheel` package); otherwise pip fetches a build environment
+    import setuptools
+    offline = importlib.util.find_spec("wheel") is not None or tuple(
+        int(x) for x in setuptools.__version__.split(".")[:2]) >= (70, 1)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                           str(tmp_path / "whl"), str(src)]
+                          + (["--no-build-isolation"] if offline else []), **run)
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = (tmp_path / "whl").glob("csp-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {Path(n).name for n in names if n.startswith("csp/_prototypes/")}
+    assert shipped == {p.name for p in (root / "prototypes").iterdir() if p.is_file()}
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                           str(tmp_path / "site"), str(wheel)], **run)
+    assert proc.returncode == 0, proc.stderr
+    env = {k: v for k, v in os.environ.items() if k != "CSP_PROTOTYPES"}
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    code = ("import csp.structures.prototypes as p; print(p.library_dir()); "
+            "print(len(p.list_prototypes()), p.get_prototype('L1_2').prototype)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, **run)
+    assert proc.returncode == 0, proc.stderr
+    where, line = proc.stdout.splitlines()
+    assert Path(where) == tmp_path / "site" / "csp" / "_prototypes"
+    assert line == f"{len(PROTOS)} Cu3Au"

@@ -4,19 +4,19 @@ import time
 
 import numpy as np
 import pytest
-import spglib
 from ase.data import covalent_radii
 from ase.io import read
 from ase.neighborlist import neighbor_list
 
 from csp.cli import main
 from csp.errors import InputError
+from csp.structures import spg
 from csp.structures.random_structures import random_structures
 from csp.structures.volume import vegard_volume
 
 
 def _sg(atoms, symprec):
-    return spglib.get_symmetry_dataset(
+    return spg.symmetry_dataset(
         (atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers), symprec=symprec).number
 
 

@@ -1,6 +1,6 @@
 """Report figures as PNG bytes (matplotlib, Agg canvas; no pyplot global state).
 
-Energies are plotted in meV/atom (formation energies) or eV/atom (parity).
+Every energy is plotted in meV/atom.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 if TYPE_CHECKING:  # pragma: no cover
     from csp.hull import Hull
-    from csp.report import ReportData
+    from csp.report.data import ReportData
 
 STAGE_COLORS = {"generated": "#9e9e9e", "stage1": "#1f77b4", "stage2": "#ff7f0e", "reference": "#2ca02c"}
 _MORE_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
@@ -181,31 +182,34 @@ def funnel_plot(steps: list[tuple[str, int]]) -> bytes:
     return _png(fig)
 
 
-def parity_plot(pairs: list[tuple[float, float, str]], sigma: dict[str, float]) -> bytes | None:
-    """MTP (y) vs reference (x) energies in eV/atom with the ±σ band of each stage's potential."""
+def parity_plot(pairs: list[tuple[float, float, str]], bands: dict[str, tuple[float, str]],
+                title: str = "MTP vs reference", quantity: str = "formation energy") -> bytes | None:
+    """MTP (y) vs reference (x) energies, both in meV/atom (`quantity` names the scale), one
+    colour per stage; bands: stage -> (half width in eV/atom, label such as "±σ") drawn around
+    the diagonal."""
     if not pairs:
         return None
     arr = np.array([(x, y) for x, y, _ in pairs])
     lo, hi = float(arr.min()), float(arr.max())
-    pad = 0.05 * (hi - lo) + 0.01
+    pad = 0.05 * (hi - lo) + 10.0
     line = np.array([lo - pad, hi + pad])
     fig = Figure(figsize=(5.2, 5.0))
     ax = fig.add_subplot()
-    for stage in sorted(set(sigma) | {s for _, _, s in pairs}, key=_stage_order):
+    for stage in sorted(set(bands) | {s for _, _, s in pairs}, key=_stage_order):
         sel = np.array([(x, y) for x, y, s in pairs if s == stage])
         if len(sel):
             ax.scatter(sel[:, 0], sel[:, 1], s=16, color=stage_color(stage), label=f"MTP {stage}", zorder=3)
-        if stage in sigma and sigma[stage]:
-            s = sigma[stage]
-            ax.fill_between(line, line - s, line + s, color=stage_color(stage), alpha=0.15,
-                            label=f"±σ {stage} ({1000 * s:.1f} meV/atom)")
+        if stage in bands and bands[stage][0]:
+            half, name = 1000 * bands[stage][0], bands[stage][1]
+            ax.fill_between(line, line - half, line + half, color=stage_color(stage), alpha=0.15,
+                            label=f"{name} {stage} ({half:.1f} meV/atom)")
     ax.plot(line, line, "k--", lw=0.8)
     ax.set_xlim(*line)
     ax.set_ylim(*line)
     rmse = float(np.sqrt(np.mean((arr[:, 1] - arr[:, 0]) ** 2)))
-    ax.set_xlabel("reference energy (eV/atom)")
-    ax.set_ylabel("MTP energy (eV/atom)")
-    ax.set_title(f"MTP vs reference, {len(arr)} structures, RMSE {1000 * rmse:.1f} meV/atom", fontsize=9)
+    ax.set_xlabel(f"reference {quantity} (meV/atom)")
+    ax.set_ylabel(f"MTP {quantity} (meV/atom)")
+    ax.set_title(f"{title}\n{len(arr)} structures, RMSE {rmse:.1f} meV/atom", fontsize=9)
     ax.legend(fontsize=7)
     return _png(fig)
 
@@ -228,8 +232,10 @@ def learning_plot(rounds: list) -> bytes | None:
     ax1.set_ylabel("training-set size")
     ax2.set_xlabel("active-learning round (stages in sequence)")
     ax2.set_ylabel("energy error (meV/atom)")
-    ax1.legend(fontsize=7)
-    ax2.legend(fontsize=7)
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=7)
+    ax1.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.set_title("Training set", fontsize=9)
     ax2.set_title("Potential accuracy", fontsize=9)
     return _png(fig)
@@ -250,6 +256,7 @@ def evolution_plot(generations: list[dict]) -> bytes | None:
     ax.set_zorder(ax2.get_zorder() + 1)
     ax.patch.set_visible(False)
     ax.plot(*zip(*pts), "o-", color="#d62728")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("generation")
     ax.set_ylabel("best fitness (meV/atom above hull)")
     ax.set_title("Evolutionary search: best new structure per generation", fontsize=9)

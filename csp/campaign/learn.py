@@ -1,0 +1,449 @@
+"""The self-learning relaxation loop of one screening stage (or one evolution generation).
+
+    plan pass p ─► relax / re-evaluate on the farm ─► extrapolative configurations (γ > select)
+         ▲                                                   │ MaxVol (never one already learned)
+         │                                                   ▼
+    retrain (round r+1, warm start) ◄──── reference single points (each configuration once)
+
+Every pass has a recorded *plan* that says, for the potential of its round, what each item needs:
+- `relax`: relax from the stage's start structure (never relaxed, or its relaxation broke —
+  γ > break_threshold — or failed with an older potential);
+- `evaluate`: energy, forces and grade at its latest relaxed geometry (relaxed with an older
+  potential): one evaluation instead of a relaxation;
+- `warm`: re-relax from its latest geometry (after the evaluations, only items whose forces
+  are not converged with the current potential and whose energy lies within `polish_range`
+  eV/atom of the hull of the current energies; the others keep the evaluated energy, an upper
+  bound of their relaxed one).
+So every energy of a stage comes from one potential, and a retraining costs one evaluation per
+candidate plus a short warm relaxation of those near the hull, not a full re-relaxation.
+
+The loop stops when a pass meets no extrapolation and nothing is left to do, or after
+`max_rounds` trainings (it says so). Extrapolative configurations already in the training set
+are never selected; when MaxVol selects none of the others, the most extrapolative ones are
+computed directly; when none is left to compute, they are accepted with a warning.
+
+Resume is exact: plans, pass rows (per pass, not only the latest), snapshots, reference calls
+and potentials are stored as they happen, and a pass replays from its own rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from csp.campaign import model
+from csp.campaign.farm import Farm, chunks
+from csp.campaign.references import SINGLE_POINT, Job, run_references
+from csp.campaign.screen import ScreenEntry, energies_above_hull
+from csp.campaign.store import CampaignStore, PassRow, structure_hash
+from csp.config import RelaxSettings, Search
+from csp.relax import BROKEN, CONVERGED, FAILED, MAX_STEPS, STATUS_NAMES, pack, relax_batch
+
+log = logging.getLogger("csp")
+
+EVALUATED = "evaluated"   # energy at a geometry relaxed with an older potential (forces not converged)
+USABLE = (STATUS_NAMES[CONVERGED], STATUS_NAMES[MAX_STEPS], EVALUATED)
+
+
+def relaxed_ok(status: str) -> bool:
+    """Whether a result has an energy the screening may use (relaxed, or evaluated)."""
+    return status in USABLE
+
+
+@dataclass(frozen=True)
+class CampaignContext:
+    """What every campaign step works with: the search, its store, the task farm, progress bars."""
+
+    search: Search
+    store: CampaignStore
+    farm: Farm
+    progress: Callable[[str, int], Any] | None = None
+
+
+@dataclass
+class StageState:
+    """A potential of a loop: its stage key in the potentials table, round, MTP and active set."""
+
+    stage: int
+    level: int
+    potential_id: int
+    round: int
+    mtp: Any
+    active_set: Any
+    sigma: float | None
+
+
+# -- farm tasks (module level so that workers can unpickle them) ------------------------------
+
+@dataclass(frozen=True)
+class RelaxTask:
+    """One batch for a farm worker: relax (or, evaluate_only, evaluate) `structures` with a
+    graded MTP. Thresholds are extrapolation grades γ."""
+
+    mtp: Any
+    active_set: Any
+    species: tuple[str, ...]
+    ids: tuple[int, ...]
+    structures: tuple[Atoms, ...]
+    relax: RelaxSettings
+    select_threshold: float
+    break_threshold: float
+    evaluate_only: bool = False
+
+
+def _max_per_structure(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    return np.maximum.reduceat(values, offsets[:-1]) if len(values) else np.zeros(0)
+
+
+def run_relax_task(task: RelaxTask) -> dict:
+    """Rows (per structure: status, energy eV, grade, steps, fmax eV/Å, final structure) and
+    extrapolative snapshots (item, γ, configuration) of one batch."""
+    species = list(task.species)
+    cells, positions, types, offsets = pack(list(task.structures), species)
+    evaluate, grade = model.graded_evaluator(task.mtp, task.active_set)
+    rows, snaps = [], []
+    if task.evaluate_only:
+        energies, forces, stresses = evaluate(cells, positions, types, offsets)
+        grades = grade(cells, positions, types, offsets)
+        fmax = _max_per_structure(np.linalg.norm(forces, axis=1), offsets)
+        smax = np.abs(stresses).max(axis=1)
+        for b, item in enumerate(task.ids):
+            if not np.isfinite(energies[b]):
+                status = STATUS_NAMES[FAILED]
+            elif grades[b] > task.break_threshold:
+                status = STATUS_NAMES[BROKEN]
+            elif fmax[b] <= task.relax.fmax and smax[b] <= task.relax.stress_tol:
+                status = STATUS_NAMES[CONVERGED]
+            else:
+                status = EVALUATED
+            atoms = task.structures[b].copy()
+            atoms.info = {}
+            rows.append({"candidate_id": int(item), "status": status,
+                         "energy": float(energies[b]) if np.isfinite(energies[b]) else None,
+                         "grade": float(grades[b]), "steps": 0, "fmax": float(fmax[b]), "atoms": atoms})
+            if grades[b] > task.select_threshold:
+                snaps.append((int(item), float(grades[b]), atoms.copy()))
+        return {"rows": rows, "snapshots": snaps}
+    rs = task.relax
+    res = relax_batch(evaluate, cells, positions, types, offsets, fmax=rs.fmax, stress_tol=rs.stress_tol,
+                      max_steps=rs.max_steps, optimizer=rs.optimizer, grade=grade,
+                      select_threshold=task.select_threshold, break_threshold=task.break_threshold)
+    for b, item in enumerate(task.ids):
+        rows.append({"candidate_id": int(item), "status": STATUS_NAMES[int(res.status[b])],
+                     "energy": float(res.energies[b]) if np.isfinite(res.energies[b]) else None,
+                     "grade": float(res.max_grade[b]), "steps": int(res.steps[b]), "fmax": float(res.fmax[b]),
+                     "atoms": res.structure(b, types, species)})
+    for s in res.snapshots:
+        sl = slice(offsets[s.index], offsets[s.index + 1])
+        atoms = Atoms([species[t] for t in types[sl]], positions=s.positions, cell=s.cell, pbc=True)
+        snaps.append((int(task.ids[s.index]), float(s.grade), atoms))
+    return {"rows": rows, "snapshots": snaps}
+
+
+# -- where results go ----------------------------------------------------------------------------
+
+class ResultSink(Protocol):
+    """Where a loop publishes each item's latest result, and how its items are named.
+
+    `key`: the loop's key for its pass rows and snapshots (a stage number; a negative key for a
+    generation of the evolution)."""
+
+    key: int
+
+    def publish(self, pass_no: int, rows: list[dict]) -> None: ...
+
+    def label(self, item: int) -> str: ...
+
+    def candidate_id(self, item: int) -> int | None: ...
+
+
+class StageSink:
+    """Results of screening stage `stage` (items are candidate ids) into the stage table."""
+
+    def __init__(self, store: CampaignStore, stage: int):
+        self.store, self.key = store, stage
+
+    def publish(self, pass_no: int, rows: list[dict]) -> None:
+        self.store.set_stage_results(self.key, rows, pass_no=pass_no)
+
+    def label(self, item: int) -> str:
+        return f"c{item}"
+
+    def candidate_id(self, item: int) -> int | None:
+        return item
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+class StageLearner:
+    """Self-learning relaxation of `start` (item -> start structure) with a level-`level` MTP whose
+    rounds are stored under `potential_stage` in the potentials table. `round_base`: rounds
+    before it do not count for max_rounds (the evolution continues one potential across
+    generations)."""
+
+    def __init__(self, ctx: CampaignContext, sink: ResultSink, level: int, start: dict[int, Atoms], tag: str,
+                 potential_stage: int, round_base: int = 0, polish_range: float = float("inf")):
+        self.ctx, self.store, self.search = ctx, ctx.store, ctx.search
+        self.sink, self.level, self.start, self.tag = sink, level, start, tag
+        self.potential_stage, self.round_base = potential_stage, round_base
+        self.polish_range = polish_range   # eV/atom above the hull: re-relax (warm) inside it
+        self.species = tuple(ctx.search.elements)
+        self.al = ctx.search.screening.active_learning
+        self.items = sorted(start)
+        self._states: dict[int, StageState] = {}
+
+    # potentials -----------------------------------------------------------------------------
+    def _potential_rows(self) -> list[dict]:
+        return self.store.potentials(self.potential_stage)
+
+    def latest_round(self) -> int | None:
+        pots = self._potential_rows()
+        return pots[-1]["round"] if pots else None
+
+    def train(self, round_no: int, reason: str) -> None:
+        """Train the potential of `round_no` on the whole training set (warm start from the
+        previous round of the same level) and store it; no-op if it exists."""
+        pots = self._potential_rows()
+        if any(p["round"] == round_no for p in pots):
+            return
+        training = [r.to_atoms() for r in self.store.training_set()]
+        tr = self.search.screening.training
+        previous = [p for p in pots if p["round"] < round_no and p["level"] == self.level]
+        warm = previous[-1]["mtp"] if previous else None
+        seed = self.search.seed + 1000 * self.potential_stage + round_no
+        log.info("%s: training level-%d potential (round %d, %s) on %d configurations%s", self.tag, self.level,
+                 round_no, reason, len(training), " from the previous round's parameters" if warm else "")
+        trained = model.train(self.level, self.species, training, tr, seed, self.ctx.farm,
+                              grade_threshold=self.al.select_threshold, warm_start=warm,
+                              callback=_training_progress(self.tag, round_no,
+                                                          model.training_iterations(tr.max_iter, warm is not None)))
+        extra = dict(trained.extra, reason=reason)
+        self.store.add_potential(self.potential_stage, round_no, self.level, trained.text, trained.sigma,
+                                 len(training), extra)
+        log.info("%s: round %d potential: training RMSE %.2f meV/atom (%d iterations)", self.tag, round_no,
+                 1000 * trained.extra["rmse_energy"], trained.extra["n_iter"])
+
+    def state(self, round_no: int | None = None) -> StageState:
+        """The potential of `round_no` (default: the latest) with its active set over the
+        training set it was trained on."""
+        pots = self._potential_rows()
+        pot = pots[-1] if round_no is None else next(p for p in pots if p["round"] == round_no)
+        if pot["id"] not in self._states:
+            mtp = model.load(pot["mtp"])
+            training = [r.to_atoms() for r in self.store.training_set()][:pot["n_train"]]
+            self._states = {pot["id"]: StageState(self.potential_stage, pot["level"], pot["id"], pot["round"], mtp,
+                                                  model.active_set(mtp, training, self.species), pot["sigma"])}
+        return self._states[pot["id"]]
+
+    def rounds_exhausted(self, round_no: int) -> bool:
+        return round_no + 1 - self.round_base >= self.al.max_rounds
+
+    # results ---------------------------------------------------------------------------------
+    def latest(self, structures: bool = False) -> dict[int, PassRow]:
+        """item -> its latest pass row (items of this loop only)."""
+        rows = self.store.relaxations(self.sink.key, latest=True, structures=structures)
+        return {i: rows[i] for i in self.items if i in rows}
+
+    def energies_above_hull(self, rows: dict[int, PassRow]) -> dict[int, float]:
+        """eV/atom above the hull of the usable energies in `rows` (inf where none). When an
+        element has no usable energy (e.g. its relaxations broke), no hull can be built: every
+        usable item counts as on it (0), so that nothing is screened out on a missing hull."""
+        entries = [ScreenEntry(i, _composition(self.start[i]), r.energy_per_atom) for i, r in rows.items()
+                   if relaxed_ok(r.status) and r.energy_per_atom is not None]
+        present = {el for e in entries for el, n in e.composition.items() if n}
+        if not set(self.search.elements) <= present:
+            missing = sorted(set(self.search.elements) - present)
+            log.warning("%s: no usable MTP energy of pure %s yet: no MTP hull, nothing is screened out", self.tag,
+                        ", ".join(missing))
+            return {i: (0.0 if any(e.id == i for e in entries) else float("inf")) for i in rows}
+        above = energies_above_hull(entries, self.search.elements) if entries else {}
+        return {i: above.get(i, float("inf")) for i in rows}
+
+    # plans and passes ------------------------------------------------------------------------
+    def _plan(self, pass_no: int) -> dict | None:
+        """The recorded plan of pass `pass_no`, or a new one computed from the store (and
+        recorded); None when every item is up to date with the latest potential."""
+        step = f"{self.tag}/pass{pass_no}/plan"
+        plan = self.store.step_info(step)
+        if plan is not None:
+            return plan
+        state = self.state()
+        latest = self.latest()
+        pid = state.potential_id
+        redo = (STATUS_NAMES[BROKEN], STATUS_NAMES[FAILED])
+        relax = [i for i in self.items if i not in latest
+                 or (latest[i].status in redo and latest[i].potential_id != pid)]
+        evaluate = [i for i in self.items if i in latest and latest[i].potential_id != pid
+                    and latest[i].status not in redo]
+        warm: list[int] = []
+        if not relax and not evaluate:
+            loose = [i for i in self.items if latest[i].status == EVALUATED]
+            if loose:
+                above = self.energies_above_hull(latest) if np.isfinite(self.polish_range) else {}
+                warm = [i for i in loose if above.get(i, 0.0) <= self.polish_range]
+            if not warm:
+                return None
+        plan = {"round": state.round, "potential_id": pid, "relax": relax, "evaluate": evaluate, "warm": warm}
+        self.store.mark_step(step, plan)
+        return plan
+
+    def _run_pass(self, pass_no: int, plan: dict, state: StageState) -> None:
+        step = f"{self.tag}/pass{pass_no}/relaxed"
+        if self.store.step_done(step):
+            return
+        done = self.store.relaxation_items(self.sink.key, pass_no)
+        latest = self.latest(structures=True) if (plan["evaluate"] or plan["warm"]) else {}
+        rs = self.search.screening.relax
+        for kind in ("relax", "evaluate", "warm"):
+            todo = [i for i in plan[kind] if i not in done]
+            if not todo:
+                continue
+            structures = {i: (self.start[i] if kind == "relax" else latest[i].atoms) for i in todo}
+            tasks = [RelaxTask(state.mtp, state.active_set, self.species, tuple(b),
+                               tuple(structures[i] for i in b), rs, self.al.select_threshold,
+                               self.al.break_threshold, evaluate_only=kind == "evaluate")
+                     for b in chunks(todo, rs.batch_size)]
+            what = {"relax": "relax", "evaluate": "re-evaluate", "warm": "re-relax (warm)"}[kind]
+            bar = self.ctx.progress(f"{self.tag} {what} (pass {pass_no}, round {state.round})", len(todo)) \
+                if self.ctx.progress else None
+
+            def store_batch(_: int, out: dict, kind: str = kind, bar: Any = bar) -> None:
+                for row in out["rows"]:
+                    row["potential_id"] = state.potential_id
+                with self.store.transaction():
+                    self.store.add_relaxations(self.sink.key, pass_no, kind, out["rows"])
+                    self.sink.publish(pass_no, out["rows"])
+                    self.store.add_snapshots(self.sink.key, pass_no, out["snapshots"])
+                if bar is not None:
+                    bar.update(len(out["rows"]))
+
+            self.ctx.farm.map(run_relax_task, tasks, on_result=store_batch)
+            if bar is not None:
+                bar.close()
+        rows = self.store.relaxations(self.sink.key, pass_no, structures=False)
+        counts: dict[str, int] = {}
+        for r in rows.values():
+            counts[r.status] = counts.get(r.status, 0) + 1
+        steps = int(sum(r.steps or 0 for r in rows.values()))
+        info = {"round": state.round, "relax": len(plan["relax"]), "evaluate": len(plan["evaluate"]),
+                "warm": len(plan["warm"]), "status": counts, "steps": steps,
+                "snapshots": len(self.store.snapshots(self.sink.key, pass_no))}
+        self.store.mark_step(step, info)
+        log.info("%s pass %d (round %d): %s; %s", self.tag, pass_no, state.round,
+                 ", ".join(f"{len(plan[k])} {k}" for k in ("relax", "evaluate", "warm") if plan[k]),
+                 ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+
+    def _learn(self, pass_no: int, state: StageState) -> None:
+        """Reference single points of the most informative new extrapolative configurations of a
+        pass, then the next round's potential."""
+        step = f"{self.tag}/pass{pass_no}/learned"
+        if self.store.step_done(step):
+            return
+        snaps = self.store.snapshots(self.sink.key, pass_no)
+        known = self.store.training_hashes()
+        fresh, hashes = [], set()
+        for s in snaps:
+            h = structure_hash(s[3])
+            if h not in known and h not in hashes:
+                fresh.append(s)
+                hashes.add(h)
+        chosen = model.select(state.mtp, state.active_set, [s[3] for s in fresh], self.al.max_selected,
+                              self.species)
+        how = "MaxVol"
+        if not chosen and fresh:   # MaxVol saw nothing new in the rows: compute the worst directly
+            order = sorted(range(len(fresh)), key=lambda k: (-fresh[k][2], fresh[k][1]))
+            chosen = sorted(order[:self.al.max_selected])
+            how = "highest grade (MaxVol selected none)"
+        jobs = [Job(f"sp:{self.tag}:pass{pass_no}:{self.sink.label(fresh[k][1])}",
+                    self.sink.candidate_id(fresh[k][1]), fresh[k][3]) for k in chosen]
+        log.info("%s: %d extrapolative configurations (%d already learned), %d selected by %s", self.tag,
+                 len(snaps), len(snaps) - len(fresh), len(jobs), how)
+        before = self.store.training_size()
+        run_references(self.store, self.ctx.farm, self.search, jobs, SINGLE_POINT,
+                       training=(self.potential_stage, state.round + 1, f"{self.tag} pass {pass_no}"),
+                       progress=self.ctx.progress)
+        added = self.store.training_size() - before
+        if added:
+            self.train(state.round + 1, "learn")
+        else:
+            log.warning("%s: nothing new to learn from %d extrapolative configurations (already in the training"
+                        " set or their reference calls failed): accepted as they are", self.tag, len(snaps))
+        self.store.mark_step(step, {"snapshots": len(snaps), "selected": len(jobs), "added": added,
+                                    "accepted": 0 if added else len(snaps)})
+
+    def converge(self) -> StageState:
+        """Run (or resume) passes until every item is up to date with the latest potential and
+        the last pass met no extrapolation it could learn from; returns the latest state."""
+        if self.latest_round() is None:
+            self.train(0, "start")
+        pass_no = 0
+        while True:
+            plan = self._plan(pass_no)
+            if plan is None:
+                break
+            state = self.state(plan["round"])
+            self._run_pass(pass_no, plan, state)
+            if self.store.step_info(f"{self.tag}/pass{pass_no}/relaxed")["snapshots"]:
+                if self.rounds_exhausted(state.round):
+                    if not self.store.get_meta(f"{self.tag}_max_rounds_reached"):
+                        log.warning("%s: max_rounds (%d) reached; extrapolative structures remain", self.tag,
+                                    self.al.max_rounds)
+                    self.store.set_meta(f"{self.tag}_max_rounds_reached", True)
+                else:
+                    self._learn(pass_no, state)
+            pass_no += 1
+        return self.state()
+
+    def passes(self) -> int:
+        """Number of passes recorded so far."""
+        n = 0
+        while self.store.step_done(f"{self.tag}/pass{n}/plan"):
+            n += 1
+        return n
+
+
+def _composition(atoms: Atoms) -> dict[str, int]:
+    comp: dict[str, int] = {}
+    for s in atoms.get_chemical_symbols():
+        comp[s] = comp.get(s, 0) + 1
+    return comp
+
+
+def _training_progress(tag: str, round_no: int, max_iter: int) -> Callable[[int, float], None]:
+    """Optimiser callback: a log line every ~10 % of the iterations (training is the longest
+    step of a stage; the log shows it is alive)."""
+    every = max(1, max_iter // 10)
+
+    def report(iteration: int, loss: float) -> None:
+        if iteration and iteration % every == 0:
+            log.info("%s: training round %d: iteration %d/%d, loss %.4g", tag, round_no, iteration, max_iter, loss)
+
+    return report
+
+
+def diverse_subset(candidates: Sequence[tuple[int, Atoms]], n: int, seed: int) -> list[int]:
+    """Ids of `n` candidates spread over compositions and cell sizes (smallest cells first).
+
+    Round-robin over compositions ordered by composition, so that every composition (the pure
+    elements first) is represented before any gets a second structure; within a composition
+    smaller cells come first (cheaper reference calls), ties broken by a seeded shuffle."""
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple, list[tuple[int, float, int]]] = {}
+    for cid, atoms in candidates:
+        syms = atoms.get_chemical_symbols()
+        key = tuple(sorted((s, syms.count(s) / len(syms)) for s in set(syms)))
+        groups.setdefault(key, []).append((len(atoms), float(rng.random()), cid))
+    order = sorted(groups, key=lambda k: (len(k), k))
+    queues = [sorted(groups[k]) for k in order]
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < n and any(depth < len(q) for q in queues):
+        for q in queues:
+            if depth < len(q) and len(picked) < n:
+                picked.append(q[depth][2])
+        depth += 1
+    return picked

@@ -1,0 +1,215 @@
+"""One screening stage: self-learning relaxation, audit, window.
+
+    converge (csp.campaign.learn) ─► audit round a: held-out reference single points at the
+    MTP-relaxed geometry of a sample (csp.campaign.audit) ─► error model σ_a
+         ▲                                                   │ σ_a still improving?
+         └── learn the audited points, retrain, converge ◄───┘
+    ─► window: keep every candidate within bound = window × σ of the stage's MTP hull (plus
+       any whose MTP energy cannot be trusted: relaxation broken by extrapolation)
+
+Stage 1 starts from the candidates, stage k > 1 from the structures stage k−1 kept, relaxed by
+it. The training set is shared: stage 2's first potential trains on everything learned before,
+audits included. Every step is recorded, so a killed stage resumes exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from ase import Atoms
+
+from csp.campaign.audit import ErrorModel, audit_sample, error_model, miss_probability, sample_size
+from csp.campaign.learn import CampaignContext, StageLearner, StageSink, _composition, relaxed_ok
+from csp.campaign.references import SINGLE_POINT, Job, run_references
+from csp.campaign.store import AuditPoint, structure_hash
+from csp.relax import BROKEN, STATUS_NAMES
+
+log = logging.getLogger("csp")
+
+
+def stage_start(ctx: CampaignContext, index: int) -> dict[int, Atoms]:
+    """Start structures of stage `index` (1-based): the candidates, or what the previous stage
+    kept, relaxed by it (with the candidate's provenance in `info`)."""
+    store = ctx.store
+    if index == 1:
+        return dict(store.candidates())
+    prev = {r.candidate_id: r for r in store.stage_results(index - 1)}
+    start = {}
+    for cid in store.kept_ids(index - 1):
+        atoms = prev[cid].atoms
+        atoms.info.update(store.candidate(cid).info)
+        start[cid] = atoms
+    return start
+
+
+class Stage:
+    """Screening stage `index` of a campaign (rank 0)."""
+
+    def __init__(self, ctx: CampaignContext, index: int):
+        self.ctx, self.index = ctx, index
+        self.store, self.search = ctx.store, ctx.search
+        self.settings = ctx.search.screening.stages[index - 1]
+        self.audit = ctx.search.screening.audit
+        self.tag = f"stage{index}"
+
+    def run(self) -> None:
+        step = f"{self.tag}/screened"
+        if self.store.step_done(step):
+            return
+        start = stage_start(self.ctx, self.index)
+        log.info("stage %d: level-%d MTP on %d structures", self.index, self.settings.level, len(start))
+        learner = StageLearner(self.ctx, StageSink(self.store, self.index), self.settings.level, start, self.tag,
+                               potential_stage=self.index, polish_range=self.audit.range)
+        self._top_up(learner, start)
+        learner.converge()
+        a = 0
+        while True:
+            info = self._audit_round(learner, a)
+            if not info["continue"]:
+                break
+            self._learn_audit(learner, a, info)
+            learner.converge()
+            a += 1
+        # the error model of the latest audit that had points (a tiny pool may run out of
+        # candidates never audited before)
+        for k in range(a, -1, -1):
+            measured = self.store.step_info(f"{self.tag}/audit{k}")
+            if measured["error_model"]["n"]:
+                info = measured
+                break
+        em = info["error_model"]
+        sigma = em["sigma"] if em["n"] else float("inf")
+        bound = max(self.settings.window * sigma, self.audit.min_bound)
+        if np.isfinite(bound) and bound > learner.polish_range:   # every candidate the window can keep is relaxed
+            learner.polish_range = 1.5 * bound
+            learner.converge()
+        final = learner.state()
+        latest = learner.latest()
+        above = learner.energies_above_hull(latest)
+        broken = STATUS_NAMES[BROKEN]
+        untrusted = sorted(i for i, r in latest.items() if r.status == broken)
+        kept = sorted(set(i for i, d in above.items() if d <= bound) | set(untrusted))
+        usable = sum(1 for r in latest.values() if relaxed_ok(r.status))
+        passes = learner.passes()
+        relax_steps = sum(self.store.step_info(f"{self.tag}/pass{p}/relaxed")["steps"] for p in range(passes))
+        counts = {k: 0 for k in ("relax", "evaluate", "warm")}
+        for p in range(passes):
+            plan = self.store.step_info(f"{self.tag}/pass{p}/plan")
+            for k in counts:
+                counts[k] += len(plan[k])
+        audited = [p for p in self.store.audit_points(self.index) if p.error is not None]
+        over = [p.candidate_id for p in self.store.audit_points(self.index, info["audit_round"])
+                if p.error is not None and abs(p.error - ErrorModel(**em).shift(_composition(start[p.candidate_id])))
+                > bound]
+        summary = {
+            "level": self.settings.level, "start": len(start), "relaxed": usable, "kept": len(kept),
+            "window_sigmas": self.settings.window, "sigma": sigma, "bound": bound, "error_model": em,
+            "miss_probability": miss_probability(self.settings.window), "potential_id": final.potential_id,
+            "round": final.round, "audited_potential_id": info["potential_id"], "audit_rounds": a + 1, "audit_points": len(audited),
+            "audit_over_bound": over, "kept_untrusted": len(untrusted), "passes": passes,
+            "mtp_relaxations": counts["relax"] + counts["warm"], "mtp_relaxations_from_start": counts["relax"],
+            "mtp_warm_relaxations": counts["warm"], "mtp_evaluations": counts["evaluate"],
+            "mtp_relaxation_steps": relax_steps,
+            "max_rounds_reached": bool(self.store.get_meta(f"{self.tag}_max_rounds_reached", False)),
+        }
+        with self.store.transaction():
+            self.store.set_kept(self.index, kept)
+            self.store.mark_step(step, summary)
+        log.info("stage %d: %d of %d relaxed structures within %.1f meV/atom (%.1f σ, σ = %.2f meV/atom audited on"
+                 " %d held-out relaxed candidates) of the MTP hull%s", self.index, len(kept), usable, 1000 * bound,
+                 self.settings.window, 1000 * sigma, em["n"],
+                 f"; {len(untrusted)} kept because extrapolation broke their relaxation" if untrusted else "")
+        if over:
+            log.warning("stage %d: %d audited candidates had an error above the bound (%s)", self.index, len(over),
+                        ", ".join(f"c{c}" for c in over[:10]))
+
+    def _top_up(self, learner: StageLearner, start: dict[int, Atoms]) -> None:
+        """A stage's first potential never trains on fewer configurations than its level has
+        basis functions: if the training set is smaller, reference single points of start
+        structures (relaxed by the previous stage: near-equilibrium data), spread over
+        compositions, fill it up."""
+        step = f"{self.tag}/top-up"
+        if self.store.step_done(step) or learner.latest_round() is not None:
+            return
+        from csp.campaign.learn import diverse_subset
+        from csp.campaign.model import basis_size
+
+        need = basis_size(self.settings.level, self.search.elements, self.search.screening.training) \
+            - self.store.training_size()
+        learned = {r.candidate_id for r in self.store.training_set()}
+        pool = [(i, a) for i, a in sorted(start.items()) if i not in learned]
+        ids = diverse_subset(pool, max(0, need), self.search.seed + self.index) if need > 0 else []
+        if ids:
+            log.info("%s: %d training configurations for a level-%d potential: adding reference single points of"
+                     " %d start structures", self.tag, self.store.training_size(), self.settings.level, len(ids))
+            jobs = [Job(f"sp:{self.tag}:top-up:c{i}", i, start[i]) for i in ids]
+            run_references(self.store, self.ctx.farm, self.search, jobs, SINGLE_POINT,
+                           training=(self.index, 0, f"{self.tag} top-up"), progress=self.ctx.progress)
+        self.store.mark_step(step, {"added": len(ids)})
+
+    def _audit_round(self, learner: StageLearner, a: int) -> dict:
+        """Audit round `a` of the stage's latest potential (recorded; replayed on resume)."""
+        step = f"{self.tag}/audit{a}"
+        info = self.store.step_info(step)
+        if info is not None:
+            return info
+        state = learner.state()
+        latest = learner.latest(structures=True)
+        usable = {i: r for i, r in latest.items() if relaxed_ok(r.status) and r.energy_per_atom is not None}
+        above = learner.energies_above_hull(usable)
+        # held out: never audited before, in any stage (an audited point joins the training set at
+        # the relaxed geometry, where the next stage relaxes it again)
+        exclude = {p.candidate_id for k in range(1, self.index + 1) for p in self.store.audit_points(k)}
+        n = sample_size(len(usable), self.audit.min_size, self.audit.fraction)
+        previous = self.store.step_info(f"{self.tag}/audit{a - 1}") if a else None
+        within = self.audit.range
+        if previous is not None and previous["error_model"]["n"]:   # sample where the window is decided
+            within = min(within, max(3.0 * self.settings.window * previous["error_model"]["sigma"],
+                                     2.0 * self.audit.min_bound))
+        ids = audit_sample(above, n, within, exclude, seed=self.search.seed + 7919 * self.index + a)
+        jobs = [Job(f"sp:{self.tag}:audit{a}:c{i}", i, usable[i].atoms) for i in ids]
+        log.info("%s audit %d: reference single points of %d held-out relaxed candidates (round-%d potential)",
+                 self.tag, a, len(jobs), state.round)
+        run_references(self.store, self.ctx.farm, self.search, jobs, SINGLE_POINT, progress=self.ctx.progress)
+        points, errors, comps_ok = [], [], []
+        for job in jobs:
+            rec = self.store.reference_call(job.key) or \
+                self.store.reference_call_by_hash(SINGLE_POINT, structure_hash(job.atoms))
+            ok = rec is not None and rec.ok and rec.energy is not None
+            ref = rec.energy / len(job.atoms) if ok else None
+            i = job.candidate_id
+            points.append(AuditPoint(self.index, a, i, state.potential_id, None if rec is None else rec.id,
+                                     usable[i].energy_per_atom, ref, above[i]))
+            if ok:
+                errors.append(usable[i].energy_per_atom - ref)
+                comps_ok.append(_composition(learner.start[i]))
+        self.store.add_audit(self.index, a, points)
+        em = error_model(errors, comps_ok, self.search.elements)
+        improving = previous is None or not previous["error_model"]["n"] or \
+            em.sigma < self.audit.improvement * previous["error_model"]["sigma"]
+        # another round only while it can narrow the window: σ still improving, above its floor,
+        # and the window not already at its minimum width
+        more = a + 1 < self.audit.max_rounds and em.n > 0 and em.sigma > self.audit.sigma_floor and improving \
+            and self.settings.window * em.sigma > self.audit.min_bound
+        info = {"round": state.round, "potential_id": state.potential_id, "audit_round": a, "n": len(jobs),
+                "within": within,
+                "error_model": em.as_dict(), "continue": bool(more)}
+        self.store.mark_step(step, info)
+        log.info("%s audit %d: σ = %.2f meV/atom (90 %% bound of %.2f; raw RMSE %.2f, bias %+.2f, max %.2f) on %d"
+                 " points%s", self.tag, a, 1000 * em.sigma, 1000 * em.sigma_estimate, 1000 * em.rmse, 1000 * em.bias,
+                 1000 * em.max, em.n,
+                 "; learning them and auditing again" if more else "")
+        return info
+
+    def _learn_audit(self, learner: StageLearner, a: int, info: dict) -> None:
+        """The audited points join the training set; the next round's potential is trained."""
+        step = f"{self.tag}/audit{a}/learned"
+        if self.store.step_done(step):
+            return
+        for p in self.store.audit_points(self.index, a):
+            if p.reference_call_id is not None and p.ref_energy_per_atom is not None:
+                self.store.add_to_training(p.reference_call_id, self.index, info["round"] + 1,
+                                           f"{self.tag} audit {a}")
+        learner.train(info["round"] + 1, "audit")
+        self.store.mark_step(step, {"round": info["round"] + 1})
