@@ -366,8 +366,23 @@ def funnel(run_dir: str, truth_path: str, tol: float = 0.002, emt_errors: bool =
     tkeys = {reduced(ph["composition"]) for ph in truth["hull"]}
     extra = [h for h in hull_rows if reduced(h["composition"]) not in tkeys]
     if extra:
-        p(f"csp hull phases at compositions not on the truth hull: "
+        p("csp hull phases at compositions not on the truth hull: "
           + ", ".join(f"{h['formula']} ({mev(h['formation_energy'])})" for h in extra))
+    # csp phases below the truth hull: the campaign found lower minima than the brute force (a
+    # relaxation from the MTP geometry can reach a basin EMT from the ideal cell does not; e.g.
+    # Cu-Pt fcc<=8, candidate Cu6Pt2 P2_1/m -> Pmmn, 1.6 meV/atom below the truth's Cu3Pt)
+    h_truth = hull_energy_function([dict(h, id=h["index"]) for h in truth["hull"]], elements)
+    below = []
+    if h_truth is not None:
+        for h in hull_rows:
+            d = h["formation_energy"] - h_truth(h["composition"])
+            if d < -0.0005:
+                below.append({"formula": h["formula"], "id": h["id"], "formation_energy": h["formation_energy"],
+                              "below_truth_hull": -d})
+    if below:
+        p("csp hull phases below the truth hull (truth incomplete there): "
+          + ", ".join(f"{b['formula']} (id {b['id']}, {mev(b['below_truth_hull'])} meV/atom below)" for b in below))
+    out["below_truth_hull"] = below
     alive = []
     for i in stages:
         if stage_data[i]["info"] is None:

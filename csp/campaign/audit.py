@@ -80,7 +80,7 @@ def error_model(errors: Sequence[float], compositions: Sequence[Mapping[str, flo
 
 def upper_sigma(sigma: float, n: int, confidence: float = 0.9) -> float:
     """One-sided upper confidence bound of an RMSE estimated from `n` normal residuals:
-    σ·sqrt(n / χ²_{1−confidence}(n)) (×1.21 at n = 30, ×1.39 at n = 10): a small audit must not
+    σ·sqrt(n / χ²_{1−confidence}(n)) (×1.21 at n = 30, ×1.43 at n = 10): a small audit must not
     buy a narrow window by chance."""
     from scipy.stats import chi2
 

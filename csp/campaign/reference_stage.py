@@ -58,7 +58,8 @@ def run_reference_stage(ctx: CampaignContext) -> None:
         return
     last = len(search.screening.stages)
     summary = store.step_info(f"stage{last}/screened")
-    em = ErrorModel(**summary["error_model"]) if summary["error_model"]["n"] else None
+    em = ErrorModel(**{k: v for k, v in summary["error_model"].items() if k != "from_stage"}) \
+        if summary["error_model"]["n"] else None
     bound = summary["bound"]
     settings = search.screening.reference_stage
     results = {r.candidate_id: r for r in store.stage_results(last)}

@@ -79,6 +79,13 @@ class Stage:
                 info = measured
                 break
         em = info["error_model"]
+        if not em["n"]:   # nothing held out in this stage (a tiny pool): the previous stage's error model
+            for k in range(self.index - 1, 0, -1):
+                earlier = self.store.step_info(f"stage{k}/screened")
+                if earlier and earlier["error_model"]["n"]:
+                    em = dict(earlier["error_model"], from_stage=k)
+                    log.warning("%s: no held-out candidate left to audit; using stage %d's error model", self.tag, k)
+                    break
         sigma = em["sigma"] if em["n"] else float("inf")
         bound = max(self.settings.window * sigma, self.audit.min_bound)
         if np.isfinite(bound) and bound > learner.polish_range:   # every candidate the window can keep is relaxed
@@ -99,9 +106,10 @@ class Stage:
             for k in counts:
                 counts[k] += len(plan[k])
         audited = [p for p in self.store.audit_points(self.index) if p.error is not None]
+        shift = ErrorModel(**{k: v for k, v in em.items() if k != "from_stage"}).shift if em["n"] else None
         over = [p.candidate_id for p in self.store.audit_points(self.index, info["audit_round"])
-                if p.error is not None and abs(p.error - ErrorModel(**em).shift(_composition(start[p.candidate_id])))
-                > bound]
+                if shift is not None and p.error is not None
+                and abs(p.error - shift(_composition(start[p.candidate_id]))) > bound]
         summary = {
             "level": self.settings.level, "start": len(start), "relaxed": usable, "kept": len(kept),
             "window_sigmas": self.settings.window, "sigma": sigma, "bound": bound, "error_model": em,

@@ -5,7 +5,7 @@ x, y, z arrays (grouped by neighbour species), then, vectorised over the neighbo
   1. radial basis by Chebyshev recursion T_b(xi_q), T_b'(xi_q); f_mu(r_q), f_mu'(r_q);
   2. unit-vector monomials u_x^a u_y^b u_z^c (all a+b+c <= max nu) and basic moments
      m_k = sum_q f_mu(r_q) mono_a(u_q);
-  3. contractions forward (file order), site energy V_i;
+  3. contractions forward (scheduled, see contraction_schedule), site energy V_i;
   4. reverse pass: dV_i/dm for every moment, then per neighbour dV_i/dr_ij;
   5. forces F_i += dV_i/dr_ij, F_j -= dV_i/dr_ij and virial sum r_ij (x) dV_i/dr_ij.
 Arrays indexed [row, q] keep q contiguous so that the compiler vectorises every step over the
@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from csp.errors import InputError
 from csp.mtp.neighbors import gather, setup
 
 
@@ -47,7 +48,7 @@ def angular_table(max_nu: int):
     return np.array(powers, np.int64).reshape(-1, 3), parent, axis, lower, index
 
 
-def contraction_schedule(times: np.ndarray, n_alpha: int) -> tuple[np.ndarray, np.ndarray]:
+def contraction_schedule(times: np.ndarray, n_alpha: int) -> tuple:
     """MLIP's contractions m[k] += w m[i] m[j] (alpha_index_times rows [i, j, w, k]) reordered
     for speed: by dependency level (a moment's contributions all precede its uses) and, within a
     level, round-robin over the targets k, so that consecutive rows never wait on each other's
@@ -65,7 +66,7 @@ def contraction_schedule(times: np.ndarray, n_alpha: int) -> tuple[np.ndarray, n
     for t in range(T):
         for x in (ti[t], tj[t]):
             if last_write[x] >= t:
-                raise ValueError(f"alpha_index_times row {t}: moment {x} is used before its last "
+                raise InputError(f"alpha_index_times row {t}: moment {x} is used before its last "
                                  "contribution (rows not in dependency order)")
     depth = np.zeros(n_alpha, np.int64)
     for t in range(T):
@@ -87,7 +88,8 @@ def contraction_schedule(times: np.ndarray, n_alpha: int) -> tuple[np.ndarray, n
 def pack(mtp) -> tuple:
     """Flat arrays of a potential in the layout the kernels expect (computed once per potential):
     (radial_coeffs, species_coeffs, moment_coeffs, alpha_moment_mapping, basic_mu, basic_ang,
-    forward and reverse contraction rows and weights (contraction_schedule), parent, axis, geometry [min, max, scaling], alpha_moments_count)."""
+    forward rows, forward weights, reverse rows, reverse weights (contraction_schedule), parent,
+    axis, geometry [min_dist, max_dist, scaling], alpha_moments_count)."""
     basic = mtp.alpha_index_basic
     max_nu = int(basic[:, 1:].sum(axis=1).max()) if len(basic) else 0
     powers, parent, axis, lower, index = angular_table(max_nu)

@@ -293,3 +293,35 @@ def test_resume_after_a_kill_at_every_step_is_exact(tmp_path, stub, monkeypatch)
                 assert [s[0] for s in got[table]] == [s[0] for s in reference[table]], k
                 continue
             assert got[table] == reference[table], (k, table)
+
+
+def test_reference_stage_stops_when_the_hull_is_certain(tmp_path, stub):
+    """The survivors' reference relaxations go in order of MTP energy above the hull and skip those
+    predicted above the reference hull by more than the bound. Against brute force (EMT relaxation
+    of every survivor): the hull is the same, and every skipped survivor is truly above it."""
+    from csp.campaign.reference_stage import run_reference_stage
+    from csp.campaign.results import final_hull
+    from csp.hull import HullEntry, build_hull
+    from csp.reference import get_reference
+
+    stub(0.004)
+    ctx = setup(tmp_path, n=4)
+    Stage(ctx, 1).run()
+    run_reference_stage(ctx)
+    info = ctx.store.step_info("reference_relaxed")
+    kept = ctx.store.kept_ids(1)
+    assert info["survivors"] == len(kept)
+    assert info["relaxed"] + len(info["skipped"]) == len(kept)
+    ref = get_reference({"calculator": "emt"})
+    results = {r.candidate_id: r for r in ctx.store.stage_results(1)}
+    brute = []
+    for cid in kept:
+        out = ref.relax(results[cid].atoms, tmp_path / "brute" / str(cid))
+        brute.append(HullEntry.from_atoms(out.atoms, id=str(cid), energy=out.energy))
+    truth = build_hull(brute, ["Cu", "Pd"])
+    mine = final_hull(ctx.store, ["Cu", "Pd"])
+    assert {r.formula for r in mine.stable()} == {r.formula for r in truth.stable()}
+    by_id = {r.id: r for r in truth.rows}
+    for s in info["skipped"]:
+        assert by_id[str(s["candidate_id"])].e_above_hull > 0.0
+    assert info["skipped"], "nothing was skipped: the test does not exercise the stopping rule"
