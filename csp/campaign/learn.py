@@ -214,11 +214,12 @@ class StageLearner:
         tr = self.search.screening.training
         previous = [p for p in pots if p["round"] < round_no and p["level"] == self.level]
         warm = previous[-1]["mtp"] if previous else None
+        warm_rmse = previous[-1]["extra"].get("rmse_energy") if previous else None
         seed = self.search.seed + 1000 * self.potential_stage + round_no
         log.info("%s: training level-%d potential (round %d, %s) on %d configurations%s", self.tag, self.level,
                  round_no, reason, len(training), " from the previous round's parameters" if warm else "")
         trained = model.train(self.level, self.species, training, tr, seed, self.ctx.farm,
-                              grade_threshold=self.al.select_threshold, warm_start=warm,
+                              grade_threshold=self.al.select_threshold, warm_start=warm, warm_rmse=warm_rmse,
                               callback=_training_progress(self.tag, round_no,
                                                           model.training_iterations(tr.max_iter, warm is not None)))
         extra = dict(trained.extra, reason=reason)

@@ -876,11 +876,11 @@ class CampaignStore:
 
     # -- summary ----------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        """Campaign counts (names as in the report's hull.json): `stage<N>_relaxed` (converged or
-        out of steps) and `stage<N>_kept` for every stage with results, whatever their number."""
-        from csp.relax import CONVERGED, MAX_STEPS, STATUS_NAMES
+        """Campaign counts (names as in the report's hull.json): `stage<N>_relaxed` (with an energy
+        the screening uses: converged, out of steps, or re-evaluated after a retraining) and
+        `stage<N>_kept` for every stage with results, whatever their number."""
+        from csp.campaign.learn import USABLE as relaxed
 
-        relaxed = (STATUS_NAMES[CONVERGED], STATUS_NAMES[MAX_STEPS])
         cur = self._db.cursor()
         cur.row_factory = sqlite3.Row
 
@@ -898,8 +898,8 @@ class CampaignStore:
             "potentials": one("SELECT COUNT(*) AS n FROM potentials"),
         }
         per_stage = cur.execute(
-            "SELECT stage, SUM(status IN (?, ?)) AS relaxed, SUM(kept = 1) AS kept FROM stage_results"
-            " GROUP BY stage ORDER BY stage", relaxed).fetchall()
+            f"SELECT stage, SUM(status IN ({', '.join('?' * len(relaxed))})) AS relaxed, SUM(kept = 1) AS kept"
+            " FROM stage_results GROUP BY stage ORDER BY stage", relaxed).fetchall()
         for row in per_stage:
             out[f"stage{row['stage']}_relaxed"] = int(row["relaxed"] or 0)
             out[f"stage{row['stage']}_kept"] = int(row["kept"] or 0)

@@ -145,10 +145,22 @@ def summary(run_dir: str) -> str:
         width = max(len(k) for k in counts)
         lines += [f"  {k:<{width}}  {v:,}" for k, v in counts.items()]
         for p in store.potentials():
-            sigma = "n/a" if p["sigma"] is None else f"{1000 * p['sigma']:.2f} meV/atom"
             pname = f"stage {p['stage']}" if p["stage"] else "evolution"   # stage 0: the evolutionary search's
+            rmse = p["extra"].get("rmse_energy")
+            fit = "" if rmse is None else f", training RMSE {1000 * rmse:.2f} meV/atom"
             lines.append(f"potential {pname} round {p['round']}: level {p['level']}, "
-                         f"{p['n_train']} training configurations, σ = {sigma}")
+                         f"{p['n_train']} training configurations{fit}")
+        for k in range(1, 100):
+            screened = store.step_info(f"stage{k}/screened")
+            if screened is None:
+                break
+            em = screened.get("error_model") or {}
+            if "bound" in screened:
+                value = em.get("sigma", screened.get("sigma"))
+                sigma = "n/a" if not em.get("n") or value is None else \
+                    f"{1000 * value:.2f} meV/atom on {em['n']} audit points"
+                lines.append(f"stage {k}: kept {screened['kept']} of {screened.get('start', '?')}, audited σ = {sigma},"
+                             f" bound {1000 * screened['bound']:.2f} meV/atom")
         phases = _hull_phases(store)
         if phases:
             lines.append("hull phases" + ("" if finished else " so far") + ":")

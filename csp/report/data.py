@@ -310,9 +310,7 @@ def _missing_survivor_notes(store, stages: list[StageSummary], failed_relax: set
     lost = sorted(kept & failed_relax)
     if not lost:
         return []
-    from csp.relax import CONVERGED, MAX_STEPS, STATUS_NAMES
-
-    ok = (STATUS_NAMES[CONVERGED], STATUS_NAMES[MAX_STEPS])
+    from csp.campaign.learn import USABLE as ok
     entries = [HullEntry.from_atoms(r.atoms, id=str(r.candidate_id), energy=r.energy)
                for r in store.stage_results(last.stage)
                if r.status in ok and r.atoms is not None and r.energy is not None]
@@ -344,9 +342,7 @@ def collect(store, within: float = DEFAULT_WITHIN) -> ReportData:
     counts = store.counts()
     stage_numbers = _stage_numbers(store)
     stage_rows = {s: {r.candidate_id: r for r in store.stage_results(s)} for s in stage_numbers}
-    from csp.relax import CONVERGED, MAX_STEPS, STATUS_NAMES
-
-    ok = (STATUS_NAMES[CONVERGED], STATUS_NAMES[MAX_STEPS])
+    from csp.campaign.learn import USABLE as ok
     relaxations = {r.candidate_id: r for r in store.reference_calls("relax")}
     records, compositions = [], {}
     for cid, atoms in store.candidates():

@@ -59,7 +59,7 @@ class StubModel:
         self.trainings = 0
 
     def train(self, level, species, training, settings, seed, farm=None, grade_threshold=None, warm_start=None,
-              callback=None):
+              callback=None, warm_rmse=None):
         self.trainings += 1
         known = sorted({composition_key(a.get_chemical_symbols()) for a in training})
         return model.Trained(json.dumps({"known": known, "amplitude": self.amplitude}), None,
