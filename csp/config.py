@@ -130,16 +130,17 @@ class TrainingSettings:
 class AuditSettings:
     """The audit of a stage potential on its relaxed candidates (csp.campaign.audit): reference
     single points at the MTP-relaxed geometry of `max(min_size, fraction × candidates)` of them
-    per round; rounds (audit, learn the audited points, retrain) go on while σ drops below
+    per round, at most `max_size` (σ from 200 points is known to ±7 %; more only costs); rounds (audit, learn the audited points, retrain) go on while σ drops below
     `improvement` × the previous σ, at most `max_rounds`, or until σ <= `sigma_floor`.
-    `range` (eV/atom above the MTP hull): where the random part of the sample is drawn and
-    inside which candidates are re-relaxed after a retraining (σ-bound permitting). `min_bound`
+    `range` (eV/atom above the MTP hull): where the first round draws the random part of its
+    sample (later rounds: within three windows). `min_bound`
     (eV/atom): the window is never narrower, whatever σ (what the audit at the MTP geometry
     cannot see: the reference relaxation from there, other local minima, relaxation
     tolerances — measured at up to 1.6 meV/atom on Cu-Pt where σ was 0.26 meV/atom)."""
 
     min_size: int = 20
     fraction: float = 0.02
+    max_size: int = 200
     max_rounds: int = 3
     improvement: float = 0.8
     sigma_floor: float = 0.001
@@ -566,6 +567,7 @@ def _screening(c: _Checker, value: Any) -> ScreeningSettings:
     audit = AuditSettings(
         min_size=c.integer(u.get("min_size", ud.min_size), f"{au_key}.min_size", lo=3),
         fraction=c.number(u.get("fraction", ud.fraction), f"{au_key}.fraction", lo=0.0),
+        max_size=c.integer(u.get("max_size", ud.max_size), f"{au_key}.max_size", lo=1),
         max_rounds=c.integer(u.get("max_rounds", ud.max_rounds), f"{au_key}.max_rounds", lo=1),
         improvement=c.number(u.get("improvement", ud.improvement), f"{au_key}.improvement", positive=True),
         sigma_floor=c.number(u.get("sigma_floor", ud.sigma_floor), f"{au_key}.sigma_floor", lo=0.0),

@@ -95,9 +95,10 @@ def miss_probability(window: float) -> float:
     return 0.5 * math.erfc(window / 2.0)
 
 
-def sample_size(pool: int, min_size: int, fraction: float) -> int:
-    """Audit points per round: max(min_size, ceil(fraction × pool)), at most the pool."""
-    return min(pool, max(min_size, int(math.ceil(fraction * pool))))
+def sample_size(pool: int, min_size: int, fraction: float, max_size: int | None = None) -> int:
+    """Audit points per round: max(min_size, ceil(fraction × pool)), at most `max_size` and the pool."""
+    n = max(min_size, int(math.ceil(fraction * pool)))
+    return min(pool, n if max_size is None else min(n, max(max_size, min_size)))
 
 
 def audit_sample(above: Mapping[int, float], n: int, within: float, exclude: set[int], seed: int) -> list[int]:

@@ -11,9 +11,9 @@ Every pass has a recorded *plan* that says, for the potential of its round, what
 - `evaluate`: energy, forces and grade at its latest relaxed geometry (relaxed with an older
   potential): one evaluation instead of a relaxation;
 - `warm`: re-relax from its latest geometry (after the evaluations, only items whose forces
-  are not converged with the current potential and whose energy lies within `polish_range`
-  eV/atom of the hull of the current energies; the others keep the evaluated energy, an upper
-  bound of their relaxed one).
+  are not converged with the current potential and whose energy lies within `polish_range()`
+  eV/atom of the hull of the current energies — for a stage, 1.5 × its latest audited bound —
+  the others keep the evaluated energy, an upper bound of their relaxed one).
 So every energy of a stage comes from one potential, and a retraining costs one evaluation per
 candidate plus a short warm relaxation of those near the hull, not a full re-relaxation.
 
@@ -186,11 +186,14 @@ class StageLearner:
     generations)."""
 
     def __init__(self, ctx: CampaignContext, sink: ResultSink, level: int, start: dict[int, Atoms], tag: str,
-                 potential_stage: int, round_base: int = 0, polish_range: float = float("inf")):
+                 potential_stage: int, round_base: int = 0,
+                 polish_range: Callable[[], float] = lambda: float("inf")):
         self.ctx, self.store, self.search = ctx, ctx.store, ctx.search
         self.sink, self.level, self.start, self.tag = sink, level, start, tag
         self.potential_stage, self.round_base = potential_stage, round_base
-        self.polish_range = polish_range   # eV/atom above the hull: re-relax (warm) inside it
+        # eV/atom above the hull inside which items are re-relaxed (warm) after a retraining; a
+        # function of what the store holds when a plan is made, so that a resumed run plans alike
+        self.polish_range = polish_range
         self.species = tuple(ctx.search.elements)
         self.al = ctx.search.screening.active_learning
         self.items = sorted(start)
@@ -284,8 +287,9 @@ class StageLearner:
         if not relax and not evaluate:
             loose = [i for i in self.items if latest[i].status == EVALUATED]
             if loose:
-                above = self.energies_above_hull(latest) if np.isfinite(self.polish_range) else {}
-                warm = [i for i in loose if above.get(i, 0.0) <= self.polish_range]
+                reach = self.polish_range()
+                above = self.energies_above_hull(latest) if np.isfinite(reach) else {}
+                warm = [i for i in loose if above.get(i, 0.0) <= reach]
             if not warm:
                 return None
         plan = {"round": state.round, "potential_id": pid, "relax": relax, "evaluate": evaluate, "warm": warm}

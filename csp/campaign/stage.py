@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 from ase import Atoms
 
 from csp.campaign.audit import ErrorModel, audit_sample, error_model, miss_probability, sample_size
@@ -60,7 +59,7 @@ class Stage:
         start = stage_start(self.ctx, self.index)
         log.info("stage %d: level-%d MTP on %d structures", self.index, self.settings.level, len(start))
         learner = StageLearner(self.ctx, StageSink(self.store, self.index), self.settings.level, start, self.tag,
-                               potential_stage=self.index, polish_range=self.audit.range)
+                               potential_stage=self.index, polish_range=self._polish_range)
         self._top_up(learner, start)
         learner.converge()
         a = 0
@@ -88,9 +87,7 @@ class Stage:
                     break
         sigma = em["sigma"] if em["n"] else float("inf")
         bound = max(self.settings.window * sigma, self.audit.min_bound)
-        if np.isfinite(bound) and bound > learner.polish_range:   # every candidate the window can keep is relaxed
-            learner.polish_range = 1.5 * bound
-            learner.converge()
+        learner.converge()   # re-relax (warm) what the final bound's reach adds, if anything
         final = learner.state()
         latest = learner.latest()
         above = learner.energies_above_hull(latest)
@@ -132,6 +129,23 @@ class Stage:
             log.warning("stage %d: %d audited candidates had an error above the bound (%s)", self.index, len(over),
                         ", ".join(f"c{c}" for c in over[:10]))
 
+    def _polish_range(self) -> float:
+        """eV/atom above the MTP hull inside which structures are re-relaxed after a retraining:
+        nothing but hull vertices before the stage's first audit (no bound is known yet, and the
+        audit measures the error at whatever geometry a structure has), then 1.5 × the bound the
+        latest audit implies (everything the window can keep, with a margin; outside it a
+        structure keeps its energy evaluated at the geometry of the previous potential, an upper
+        bound); `audit.range` if no audit found a held-out structure."""
+        audited = False
+        for k in range(self.audit.max_rounds - 1, -1, -1):
+            info = self.store.step_info(f"{self.tag}/audit{k}")
+            if info is None:
+                continue
+            audited = True
+            if info["error_model"]["n"]:
+                return 1.5 * max(self.settings.window * info["error_model"]["sigma"], self.audit.min_bound)
+        return self.audit.range if audited else 0.0
+
     def _top_up(self, learner: StageLearner, start: dict[int, Atoms]) -> None:
         """A stage's first potential never trains on fewer configurations than its level has
         basis functions: if the training set is smaller, reference single points of start
@@ -169,7 +183,7 @@ class Stage:
         # held out: never audited before, in any stage (an audited point joins the training set at
         # the relaxed geometry, where the next stage relaxes it again)
         exclude = {p.candidate_id for k in range(1, self.index + 1) for p in self.store.audit_points(k)}
-        n = sample_size(len(usable), self.audit.min_size, self.audit.fraction)
+        n = sample_size(len(usable), self.audit.min_size, self.audit.fraction, self.audit.max_size)
         previous = self.store.step_info(f"{self.tag}/audit{a - 1}") if a else None
         within = self.audit.range
         if previous is not None and previous["error_model"]["n"]:   # sample where the window is decided

@@ -48,3 +48,4 @@ def test_audit_sample_takes_vertices_then_a_seeded_draw_near_the_hull():
     wide = audit_sample(above, n=50, within=0.03, exclude=set(), seed=0)
     assert len(wide) == 52 and sum(above[i] > 0.03 for i in wide) == 50 - 28   # beyond `within` once exhausted
     assert sample_size(5000, 20, 0.02) == 100 and sample_size(300, 20, 0.02) == 20 and sample_size(8, 20, 0.02) == 8
+    assert sample_size(400_000, 20, 0.02, 200) == 200 and sample_size(400_000, 20, 0.02) == 8000

@@ -140,7 +140,7 @@ def setup(tmp_path, n=3, sel=2, rounds=30, name="run"):
 
 def learner(ctx):
     start = dict(ctx.store.candidates())
-    return StageLearner(ctx, StageSink(ctx.store, 1), 6, start, "stage1", potential_stage=1, polish_range=0.1)
+    return StageLearner(ctx, StageSink(ctx.store, 1), 6, start, "stage1", potential_stage=1, polish_range=lambda: 0.1)
 
 
 def test_loop_converges_with_one_potential_and_no_repeated_reference_call(tmp_path, stub):
