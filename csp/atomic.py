@@ -66,12 +66,17 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         os.chmod(tmp, perms)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _discard(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def _discard(tmp: str | os.PathLike) -> None:
+    """Remove a temporary file that will not replace its target (if it is there at all)."""
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
 
 
 # errno values that mean "the file system refuses": full, over quota, read-only, failing, no access
@@ -128,9 +133,6 @@ def ase_write_atomic(path: Path, images) -> None:
         ase.io.write(tmp, images, format=fmt)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _discard(tmp)
         raise
     fsync_dir(path.parent)

@@ -32,7 +32,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
 import yaml
 from ase import Atoms
 from ase.data import atomic_numbers
