@@ -344,34 +344,42 @@ class StageLearner:
 
     def _learn(self, pass_no: int, state: StageState) -> None:
         """Reference single points of the most informative new extrapolative configurations of a
-        pass, then the next round's potential."""
+        pass, then the next round's potential. The choice is recorded before any call, so that a
+        resumed run computes exactly the same configurations (after some of them joined the
+        training set, a fresh MaxVol choice would differ)."""
         step = f"{self.tag}/pass{pass_no}/learned"
         if self.store.step_done(step):
             return
         snaps = self.store.snapshots(self.sink.key, pass_no)
-        known = self.store.training_hashes()
-        fresh, hashes = [], set()
-        for s in snaps:
-            h = structure_hash(s[3])
-            if h not in known and h not in hashes:
-                fresh.append(s)
-                hashes.add(h)
-        chosen = model.select(state.mtp, state.active_set, [s[3] for s in fresh], self.al.max_selected,
-                              self.species)
-        how = "MaxVol"
-        if not chosen and fresh:   # MaxVol saw nothing new in the rows: compute the worst directly
-            order = sorted(range(len(fresh)), key=lambda k: (-fresh[k][2], fresh[k][1]))
-            chosen = sorted(order[:self.al.max_selected])
-            how = "highest grade (MaxVol selected none)"
-        jobs = [Job(f"sp:{self.tag}:pass{pass_no}:{self.sink.label(fresh[k][1])}",
-                    self.sink.candidate_id(fresh[k][1]), fresh[k][3]) for k in chosen]
+        choice = self.store.step_info(f"{self.tag}/pass{pass_no}/selected")
+        if choice is None:
+            known = self.store.training_hashes()
+            fresh, hashes = [], set()
+            for k, sn in enumerate(snaps):
+                h = structure_hash(sn[3])
+                if h not in known and h not in hashes:
+                    fresh.append(k)
+                    hashes.add(h)
+            chosen = model.select(state.mtp, state.active_set, [snaps[k][3] for k in fresh], self.al.max_selected,
+                                  self.species)
+            how = "MaxVol"
+            if not chosen and fresh:   # MaxVol saw nothing new in the rows: compute the worst directly
+                order = sorted(range(len(fresh)), key=lambda c: (-snaps[fresh[c]][2], snaps[fresh[c]][1]))
+                chosen = sorted(order[:self.al.max_selected])
+                how = "highest grade (MaxVol selected none)"
+            choice = {"snapshots": [snaps[fresh[c]][0] for c in chosen], "fresh": len(fresh), "how": how}
+            self.store.mark_step(f"{self.tag}/pass{pass_no}/selected", choice)
+        by_id = {sn[0]: sn for sn in snaps}
+        picked = [by_id[i] for i in choice["snapshots"]]
+        jobs = [Job(f"sp:{self.tag}:pass{pass_no}:{self.sink.label(sn[1])}", self.sink.candidate_id(sn[1]), sn[3])
+                for sn in picked]
         log.info("%s: %d extrapolative configurations (%d already learned), %d selected by %s", self.tag,
-                 len(snaps), len(snaps) - len(fresh), len(jobs), how)
-        before = self.store.training_size()
+                 len(snaps), len(snaps) - choice["fresh"], len(jobs), choice["how"])
         run_references(self.store, self.ctx.farm, self.search, jobs, SINGLE_POINT,
                        training=(self.potential_stage, state.round + 1, f"{self.tag} pass {pass_no}"),
                        progress=self.ctx.progress)
-        added = self.store.training_size() - before
+        known = self.store.training_hashes()
+        added = sum(structure_hash(job.atoms) in known for job in jobs)   # none was known before
         if added:
             self.train(state.round + 1, "learn")
         else:

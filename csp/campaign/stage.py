@@ -157,11 +157,15 @@ class Stage:
         from csp.campaign.learn import diverse_subset
         from csp.campaign.model import basis_size
 
-        need = basis_size(self.settings.level, self.search.elements, self.search.screening.training) \
-            - self.store.training_size()
-        learned = {r.candidate_id for r in self.store.training_set()}
-        pool = [(i, a) for i, a in sorted(start.items()) if i not in learned]
-        ids = diverse_subset(pool, max(0, need), self.search.seed + self.index) if need > 0 else []
+        plan = self.store.step_info(f"{self.tag}/top-up/plan")   # recorded: a resume computes the same
+        if plan is None:
+            need = basis_size(self.settings.level, self.search.elements, self.search.screening.training) \
+                - self.store.training_size()
+            learned = {r.candidate_id for r in self.store.training_set()}
+            pool = [(i, a) for i, a in sorted(start.items()) if i not in learned]
+            plan = {"ids": diverse_subset(pool, need, self.search.seed + self.index) if need > 0 else []}
+            self.store.mark_step(f"{self.tag}/top-up/plan", plan)
+        ids = plan["ids"]
         if ids:
             log.info("%s: %d training configurations for a level-%d potential: adding reference single points of"
                      " %d start structures", self.tag, self.store.training_size(), self.settings.level, len(ids))

@@ -257,32 +257,35 @@ class Killed(Exception):
     pass
 
 
-def test_resume_after_a_kill_at_every_step_is_exact(tmp_path, stub, monkeypatch):
-    """Kill the stage right after its k-th recorded step (plans, passes, learning, trainings,
-    audits), resume from the store, and compare every table with an uninterrupted run."""
+@pytest.mark.parametrize("method", ["mark_step", "add_reference_call"])
+def test_resume_after_a_kill_at_every_step_is_exact(tmp_path, stub, monkeypatch, method):
+    """Kill the stage right after its k-th recorded step (plans, passes, selections, trainings,
+    audits) or its k-th reference call (in the middle of a round's single points), resume from
+    the store, and compare every table with an uninterrupted run."""
     stub(0.02)
     ref_ctx = setup(tmp_path, n=4, name="straight")
     Stage(ref_ctx, 1).run()
     ref_ctx.store.close()
     reference = _tables(tmp_path / "straight" / "campaign.sqlite")
-    n_steps = len(reference["steps"])
+    n_steps = len(reference["steps"]) if method == "mark_step" else len(reference["reference_calls"])
     assert n_steps > 10
-    original = CampaignStore.mark_step
-    for k in range(1, n_steps, 3):
-        name = f"kill{k}"
+    original = getattr(CampaignStore, method)
+    for k in range(2, n_steps, 3):
+        name = f"kill-{method}-{k}"
         ctx = setup(tmp_path, n=4, name=name)
         count = {"n": 0}
 
-        def dying(self, step, info=None, _k=k):
-            original(self, step, info)
+        def dying(self, *args, _k=k, **kwargs):
+            out = original(self, *args, **kwargs)
             count["n"] += 1
             if count["n"] == _k:
-                raise Killed(step)
+                raise Killed(args[0])
+            return out
 
-        monkeypatch.setattr(CampaignStore, "mark_step", dying)
+        monkeypatch.setattr(CampaignStore, method, dying)
         with pytest.raises(Killed):
             Stage(ctx, 1).run()
-        monkeypatch.setattr(CampaignStore, "mark_step", original)
+        monkeypatch.setattr(CampaignStore, method, original)
         ctx.store.close()
         store = CampaignStore(ctx.search.run_dir, create=True)
         Stage(CampaignContext(ctx.search, store, ctx.farm), 1).run()
