@@ -150,8 +150,9 @@ def test_campaign_agrees_with_brute_force(brute_force_run, capsys):
               f"{len(candidates)} relaxations = {brute_steps} evaluations; "
               f"hull phases {[r['formula'] for r in csp_hull]}")
     assert counts["stage2_kept"] < counts["candidates"], "the screening windows removed nothing"
-    assert counts["reference_relaxations"] < len(candidates)
-    assert csp_evals < 0.75 * brute_steps
+    # measured: 61 of 176 candidates reference-relaxed, 541 vs 2,819 reference evaluations
+    assert counts["reference_relaxations"] <= 0.5 * len(candidates)
+    assert csp_evals < 0.4 * brute_steps
     report = json.loads((reference_run / "report" / "hull.json").read_text())
     assert sorted(p["formula"] for p in report["hull_phases"]) == sorted(r["formula"] for r in csp_hull)
 
