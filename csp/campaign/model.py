@@ -57,23 +57,6 @@ def basis_size(level: int, species: Sequence[str], settings) -> int:
     return int(len(init_potential(level, species, settings, 0).moment_coeffs))
 
 
-def fold_task(args: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """One cross-validation fold (a farm task): train on `train`, predict the energies per atom
-    (eV/atom) of `held` with that potential and grade them (γ, configuration mode) against the
-    active set of the fold's own training part."""
-    from csp.mtp.evaluate import Batch, calc_efs_batch
-    from csp.mtp.fit import fit
-    from csp.mtp.grade import grade
-
-    init, train_set, held, species, fit_kw, seed = args
-    mtp = fit(init, list(train_set), seed=seed, **fit_kw).mtp
-    batch = Batch.from_atoms(list(held), list(species))
-    energies = calc_efs_batch(mtp, batch).energies / np.diff(batch.offsets)
-    grades = np.asarray(grade(mtp, active_set(mtp, train_set, species), list(held), species=list(species)),
-                        dtype=float)
-    return energies, grades
-
-
 def relevant(training: Sequence[Atoms], energy_range: float) -> np.ndarray:
     """Mask of configurations within `energy_range` eV/atom of the lowest reference energy per
     atom of the training set at the same composition (the domain the screening acts on)."""
@@ -112,24 +95,15 @@ MIN_SIGMA_SAMPLES = 5
 def cross_validated_sigma(init, training: Sequence[Atoms], species: Sequence[str], folds: int, seed: int,
                           fit_kw: dict, energy_range: float, farm=None,
                           grade_threshold: float | None = None) -> CrossValidation:
-    """k-fold cross-validated error of the energy per atom, the folds trained in parallel on the
-    farm (see `CrossValidation`)."""
+    """k-fold cross-validated error of the energy per atom (`csp.mtp.fit.cross_validation_errors`,
+    grades in GRADE_MODE), the folds trained in parallel on the farm (see `CrossValidation`)."""
+    from csp.mtp.fit import cross_validation_errors
+
     training = list(training)
     K = len(training)
-    k = max(2, min(folds, K))
-    order = np.random.default_rng(seed).permutation(K)
-    parts = np.array_split(order, k)
-    items = []
-    for part in parts:
-        held = set(part.tolist())
-        items.append((init, [training[i] for i in range(K) if i not in held], [training[i] for i in part],
-                      list(species), fit_kw, seed))
-    preds = farm.map(fold_task, items) if farm is not None else [fold_task(it) for it in items]
-    err, gamma = np.empty(K), np.empty(K)
-    for part, (pred, grades) in zip(parts, preds):
-        for i, e, g in zip(part, pred, grades):
-            err[i] = e - training[i].get_potential_energy() / len(training[i])
-            gamma[i] = g
+    kw = {key: v for key, v in fit_kw.items() if key != "species"}
+    err, gamma = cross_validation_errors(init, training, max(2, min(folds, K)), seed, species=list(species),
+                                         grade_mode=GRADE_MODE, run=None if farm is None else farm.map, **kw)
     mask = relevant(training, energy_range)
     interpolated = gamma <= grade_threshold if grade_threshold is not None else np.ones(K, bool)
     use = mask & interpolated

@@ -413,12 +413,31 @@ def _fit(init: MTP, training: Sequence, *, species: Sequence[str] | None = None,
     return FitResult(mtp=mtp, errors=errors, loss=loss, n_iter=n_iter, history=history)
 
 
-def cross_validate(init: MTP, training: Sequence, k: int = 5, seed: int = 0, *,
-                   species: Sequence[str] | None = None, data: FitData | None = None,
-                   **fit_kwargs) -> float:
-    """k-fold cross-validation RMSE of the energy per atom (eV/atom): configurations are
-    shuffled with `seed`, each fold is predicted by a potential trained (from `init`) on the
-    other folds; the RMSE is pooled over all held-out configurations with an energy."""
+def _fold(task: tuple) -> tuple[np.ndarray, np.ndarray | None]:
+    """One cross-validation fold (module level: a task for any map, e.g. the campaign's farm):
+    fit on the training part, MTP minus reference energy per atom of the held-out part (eV/atom,
+    nan without a reference energy) and, with a grade mode, their grades against the fold's own
+    active set."""
+    init, train, held, grade_mode, seed, fit_kwargs = task
+    mtp = fit(init, [], data=train, seed=seed, **fit_kwargs).mtp
+    err = np.where(held.has_e, (predict(mtp, held)[0] - held.e_ref) / held.natoms, np.nan)
+    if grade_mode is None:
+        return err, None
+    from csp.mtp.grade import ActiveSet, grade
+
+    return err, np.asarray(grade(mtp, ActiveSet.build(mtp, train, mode=grade_mode), held), dtype=float)
+
+
+def cross_validation_errors(init: MTP, training: Sequence, k: int = 5, seed: int = 0, *,
+                            species: Sequence[str] | None = None, data: FitData | None = None,
+                            grade_mode: str | None = None, run=None,
+                            **fit_kwargs) -> tuple[np.ndarray, np.ndarray | None]:
+    """k-fold cross-validation, the one implementation in csp: configurations shuffled with
+    `seed` into k folds, each predicted by a potential trained (from `init`) on the others.
+    Returns per configuration (input order) the held-out error of the energy per atom (eV/atom,
+    nan without a reference energy) and, with `grade_mode`, its extrapolation grade against its
+    fold's active set (else None). `run(fn, tasks)` runs the folds (default: serially; the
+    campaign passes its farm's map)."""
     if data is None:
         configs = as_configurations(training, species or init.elements)
         data = FitData.build(configs, init.max_dist, init.species_count)
@@ -427,15 +446,25 @@ def cross_validate(init: MTP, training: Sequence, k: int = 5, seed: int = 0, *,
         raise InputError(f"cross-validation needs 2 <= folds <= number of configurations ({K}), got {k}")
     order = np.random.default_rng(seed).permutation(K)
     folds = np.array_split(order, k)
-    sq, count = 0.0, 0
-    for fold in folds:
-        train_idx = np.setdiff1d(order, fold)
-        res = fit(init, [], data=data.subset(train_idx), seed=seed, **fit_kwargs)
-        held = data.subset(fold)
-        e = predict(res.mtp, held)[0]
-        de = ((e - held.e_ref) / held.natoms)[held.has_e]
-        sq += float(np.sum(de ** 2))
-        count += int(de.size)
-    if count == 0:
+    tasks = [(init, data.subset(np.setdiff1d(order, f)), data.subset(f), grade_mode, seed, fit_kwargs)
+             for f in folds]
+    outs = list(run(_fold, tasks)) if run is not None else [_fold(t) for t in tasks]
+    err = np.full(K, np.nan)
+    grades = np.full(K, np.nan) if grade_mode is not None else None
+    for f, (e, g) in zip(folds, outs):
+        err[f] = e
+        if grades is not None:
+            grades[f] = g
+    return err, grades
+
+
+def cross_validate(init: MTP, training: Sequence, k: int = 5, seed: int = 0, *,
+                   species: Sequence[str] | None = None, data: FitData | None = None,
+                   **fit_kwargs) -> float:
+    """k-fold cross-validation RMSE of the energy per atom (eV/atom), pooled over all held-out
+    configurations with an energy (`cross_validation_errors`)."""
+    err, _ = cross_validation_errors(init, training, k, seed, species=species, data=data, **fit_kwargs)
+    err = err[np.isfinite(err)]
+    if err.size == 0:
         raise InputError("cross-validation needs configurations with energies")
-    return float(np.sqrt(sq / count))
+    return float(np.sqrt(np.mean(err ** 2)))
