@@ -85,7 +85,8 @@ def test_gpaw_runs_serially_on_every_rank_under_mpirun(tmp_path):
     proc = subprocess.run([mpirun, "-n", "2", sys.executable, str(script)], capture_output=True, text=True,
                           timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = sorted((json.loads(l) for l in proc.stdout.splitlines() if l.startswith("{")), key=lambda r: r["rank"])
+    # the two ranks print one JSON object each; their lines may interleave on the shared stdout
+    rows = sorted((json.loads(m) for m in re.findall(r"\{[^{}]*\}", proc.stdout)), key=lambda r: r["rank"])
     assert [r["rank"] for r in rows] == [0, 1]
     assert all(r["ok"] and r["world"] == 2 and r["serial"] for r in rows), rows
     assert rows[0]["energy"] == pytest.approx(rows[1]["energy"], abs=1e-6)
