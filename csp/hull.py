@@ -23,6 +23,14 @@ from csp.errors import InputError
 DEFAULT_TOLERANCE = 0.001  # eV/atom
 
 
+def atom_counts(atoms: Atoms) -> dict[str, float]:
+    """Composition of a structure as {element: number of atoms in the cell}."""
+    comp: dict[str, float] = {}
+    for el in atoms.get_chemical_symbols():
+        comp[el] = comp.get(el, 0.0) + 1.0
+    return comp
+
+
 @dataclass(frozen=True)
 class HullEntry:
     """One structure with its total energy. composition: element -> atoms in the cell; energy: eV."""
@@ -47,9 +55,7 @@ class HullEntry:
             energy = atoms_energy(atoms)
         if energy is None:
             raise InputError(f"structure {id or atoms.get_chemical_formula()} has no energy")
-        comp: dict[str, float] = {}
-        for s in atoms.get_chemical_symbols():
-            comp[s] = comp.get(s, 0.0) + 1.0
+        comp = atom_counts(atoms)
         ident = id if id is not None else str(atoms.info.get("id", atoms.get_chemical_formula()))
         return cls(id=ident, composition=comp, energy=float(energy), atoms=atoms)
 

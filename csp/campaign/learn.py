@@ -40,6 +40,7 @@ from csp.campaign.farm import Farm, chunks
 from csp.campaign.references import SINGLE_POINT, Job, run_references
 from csp.campaign.screen import ScreenEntry, energies_above_hull
 from csp.campaign.store import CampaignStore, PassRow, structure_hash
+from csp.hull import atom_counts
 from csp.config import RelaxSettings, Search
 from csp.relax import BROKEN, CONVERGED, FAILED, MAX_STEPS, STATUS_NAMES, pack, relax_batch
 
@@ -256,7 +257,7 @@ class StageLearner:
         """eV/atom above the hull of the usable energies in `rows` (inf where none). When an
         element has no usable energy (e.g. its relaxations broke), no hull can be built: every
         usable item counts as on it (0), so that nothing is screened out on a missing hull."""
-        entries = [ScreenEntry(i, _composition(self.start[i]), r.energy_per_atom) for i, r in rows.items()
+        entries = [ScreenEntry(i, atom_counts(self.start[i]), r.energy_per_atom) for i, r in rows.items()
                    if relaxed_ok(r.status) and r.energy_per_atom is not None]
         present = {el for e in entries for el, n in e.composition.items() if n}
         if not set(self.search.elements) <= present:
@@ -419,11 +420,6 @@ class StageLearner:
         return n
 
 
-def _composition(atoms: Atoms) -> dict[str, int]:
-    comp: dict[str, int] = {}
-    for s in atoms.get_chemical_symbols():
-        comp[s] = comp.get(s, 0) + 1
-    return comp
 
 
 def _training_progress(tag: str, round_no: int, max_iter: int) -> Callable[[int, float], None]:

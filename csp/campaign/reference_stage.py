@@ -20,10 +20,11 @@ import logging
 import numpy as np
 
 from csp.campaign.audit import ErrorModel
-from csp.campaign.learn import CampaignContext, _composition, relaxed_ok
+from csp.campaign.learn import CampaignContext, relaxed_ok
 from csp.campaign.references import RELAX, Job, run_references
 from csp.campaign.results import reference_entries
 from csp.campaign.screen import ScreenEntry, energies_above_hull
+from csp.hull import atom_counts
 from csp.relax import BROKEN, STATUS_NAMES
 
 log = logging.getLogger("csp")
@@ -64,7 +65,7 @@ def run_reference_stage(ctx: CampaignContext) -> None:
     settings = search.screening.reference_stage
     results = {r.candidate_id: r for r in store.stage_results(last)}
     kept = store.kept_ids(last)
-    comps = {i: _composition(results[i].atoms) for i in kept}
+    comps = {i: atom_counts(results[i].atoms) for i in kept}
     entries = [ScreenEntry(i, comps[i], results[i].energy_per_atom) for i in kept
                if relaxed_ok(results[i].status) and results[i].energy_per_atom is not None]
     present = {el for e in entries for el, n in e.composition.items() if n}
@@ -111,7 +112,7 @@ def run_reference_stage(ctx: CampaignContext) -> None:
     stop = "all survivors relaxed" if not skipped else \
         f"the remaining {len(skipped)} survivors are predicted above the reference hull by more than the bound"
     store.mark_step(STEP, {
-        "survivors": len(order), "relaxed": relaxed, "relaxations": relaxed, "batches": k,
+        "survivors": len(order), "relaxed": relaxed, "batches": k,
         "bound": bound, "stop_reason": stop,
         "skipped": [{"candidate_id": int(i), "predicted_above_hull": d, "reason": "predicted above the reference hull"
                      f" by more than the bound ({1000 * bound:.1f} meV/atom)"} for i, d in sorted(skipped.items(),

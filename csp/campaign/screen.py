@@ -1,7 +1,7 @@
 """Screening: the convex hull of MTP energies and the window of candidates kept above it.
 
-After a stage, every relaxed candidate has an MTP energy; those within `window × σ` (σ the stage
-potential's cross-validated RMSE, eV/atom) of the MTP convex hull survive to the next stage.
+After a stage, every relaxed candidate has an MTP energy; those within the stage's bound (window ×
+audited σ, csp.campaign.audit; eV/atom) of the MTP convex hull survive to the next stage.
 The hull is built once per distinct composition (the lowest energy there), so the cost grows with
 the number of compositions, not of candidates. Energies in eV/atom.
 """

@@ -19,9 +19,10 @@ import logging
 from ase import Atoms
 
 from csp.campaign.audit import ErrorModel, audit_sample, error_model, miss_probability, sample_size
-from csp.campaign.learn import CampaignContext, StageLearner, StageSink, _composition, relaxed_ok
+from csp.campaign.learn import CampaignContext, StageLearner, StageSink, relaxed_ok
 from csp.campaign.references import SINGLE_POINT, Job, run_references
 from csp.campaign.store import AuditPoint, structure_hash
+from csp.hull import atom_counts
 from csp.relax import BROKEN, STATUS_NAMES
 
 log = logging.getLogger("csp")
@@ -106,7 +107,7 @@ class Stage:
         shift = ErrorModel(**{k: v for k, v in em.items() if k != "from_stage"}).shift if em["n"] else None
         over = [p.candidate_id for p in self.store.audit_points(self.index, info["audit_round"])
                 if shift is not None and p.error is not None
-                and abs(p.error - shift(_composition(start[p.candidate_id]))) > bound]
+                and abs(p.error - shift(atom_counts(start[p.candidate_id]))) > bound]
         summary = {
             "level": self.settings.level, "start": len(start), "relaxed": usable, "kept": len(kept),
             "window_sigmas": self.settings.window, "sigma": sigma, "bound": bound, "error_model": em,
@@ -209,7 +210,7 @@ class Stage:
                                      usable[i].energy_per_atom, ref, above[i]))
             if ok:
                 errors.append(usable[i].energy_per_atom - ref)
-                comps_ok.append(_composition(learner.start[i]))
+                comps_ok.append(atom_counts(learner.start[i]))
         self.store.add_audit(self.index, a, points)
         em = error_model(errors, comps_ok, self.search.elements)
         improving = previous is None or not previous["error_model"]["n"] or \

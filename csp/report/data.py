@@ -16,7 +16,7 @@ from typing import Any
 from ase import Atoms
 
 from csp.errors import InputError
-from csp.hull import DEFAULT_TOLERANCE, Hull, HullEntry, build_hull
+from csp.hull import DEFAULT_TOLERANCE, Hull, HullEntry, atom_counts, build_hull
 
 STAGES = ("generated", "stage1", "stage2", "reference")  # "stage3", ... for longer screenings
 DEFAULT_WITHIN = 0.050   # eV/atom: the report's table of structures near the hull
@@ -293,11 +293,6 @@ def _stage_summary(store, stage: int, pots: list[dict], counts: dict, compositio
         kept_untrusted=info.get("kept_untrusted"))
 
 
-def _composition(atoms: Atoms) -> dict[str, float]:
-    comp: dict[str, float] = {}
-    for s in atoms.get_chemical_symbols():
-        comp[s] = comp.get(s, 0.0) + 1.0
-    return comp
 
 
 def _missing_survivor_notes(store, stages: list[StageSummary], failed_relax: set[int], elements) -> list[str]:
@@ -359,7 +354,7 @@ def collect(store, within: float = DEFAULT_WITHIN) -> ReportData:
         rec = relaxations.get(cid)
         if rec is not None and rec.ok and rec.atoms is not None and rec.energy is not None:
             stage_name, best, ref_e = "reference", rec.atoms, rec.energy / len(rec.atoms)
-        compositions[str(cid)] = _composition(atoms)
+        compositions[str(cid)] = atom_counts(atoms)
         records.append(CandidateRecord(id=str(cid), origin=str(atoms.info.get("source", "")), stage=stage_name,
                                        atoms=best, mtp_energies=mtp_e, reference_energy=ref_e))
     pots = store.potentials()
