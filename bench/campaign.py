@@ -56,9 +56,9 @@ def build(level: int, count: int, seed: int = 0):
 def run_stage(mtp, aset, species, cands, farm, batch_size: int = 64):
     from csp.campaign.farm import chunks
     from csp.campaign.learn import RelaxTask, run_relax_task
-    from csp.config import RelaxSettings
+    from csp.config import MTPRelaxSettings
 
-    settings = RelaxSettings(fmax=0.01, stress_tol=0.1 * 0.006241509, max_steps=500, optimizer="bfgs")
+    settings = MTPRelaxSettings(fmax=0.01, max_steps=500, optimizer="bfgs")
     ids = list(range(len(cands)))
     items = [RelaxTask(mtp, aset, tuple(species), tuple(b), tuple(cands[i] for i in b), settings, 2.0, 10.0)
              for b in chunks(ids, batch_size)]

@@ -44,9 +44,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from truth import read_gz, structure_key  # noqa: E402
 
-# stage-result statuses with an energy the screening uses (csp.campaign.learn.USABLE; "evaluated":
-# energy of the current potential at a geometry relaxed with an older one)
-RELAXED = ("converged", "max_steps", "evaluated")
+from csp.relax import USABLE as RELAXED  # noqa: E402 (stage-result statuses with an energy the screening uses)
 ENERGY_KEYS = ("window", "sigma", "bound", "rmse", "bias", "q95", "p95", "max")  # step-info keys in eV/atom
 NEAR_TRUTH = 0.050  # eV/atom: "near the truth hull" for the error statistics
 

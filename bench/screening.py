@@ -8,7 +8,8 @@ Columns: candidates; per stage kept (% of candidates), σ audited (90 % bound) a
 used, next to the true RMSE (composition-linear part removed) of that stage's MTP on its relaxed
 candidates near the truth hull; reference single points; reference relaxations; distinct
 candidates given any reference call; recall (exact phases found within 2 meV/atom, and
-covered: csp's hull at or below every truth phase); CPU and wall time of the campaign.
+covered: csp's hull at or below every truth phase); CPU and wall time of the campaign; peak
+resident memory of its largest process (GNU time, when /usr/bin/time exists).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def run_one(name: str, out: Path, mpirun: int) -> dict:
     cmd = [sys.executable, "-m", "csp", "run", str(yaml_path), "--run-dir", str(run_dir), "--quiet"]
     if mpirun > 1:
         cmd = ["mpirun", "-n", str(mpirun)] + cmd
+    timer = Path("/usr/bin/time")
+    if timer.exists():   # peak resident memory of the largest process of this run (kB)
+        cmd = [str(timer), "-f", "PEAK_RSS_KB %M"] + cmd
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -44,6 +48,8 @@ def run_one(name: str, out: Path, mpirun: int) -> dict:
     data, _ = funnel_mod.funnel(str(run_dir), str(truth))
     data["cpu_seconds"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     data["wall_seconds"] = wall
+    peak = [line.split()[1] for line in proc.stderr.splitlines() if line.startswith("PEAK_RSS_KB ")]
+    data["peak_rss_mb"] = int(peak[-1]) / 1024 if peak else None
     data["name"] = name
     return data
 
@@ -68,7 +74,8 @@ def row(d: dict) -> str:
               f"{ref['distinct_candidates']} ({100 * ref['distinct_candidates'] / n:.0f} %)",
               f"{d['recall']['found']}/{d['recall']['total']} found, {d['recall'].get('covered', '?')}/"
               f"{d['recall']['total']} covered",
-              f"{d['cpu_seconds'] / 60:.1f} / {d['wall_seconds'] / 60:.1f}"]
+              f"{d['cpu_seconds'] / 60:.1f} / {d['wall_seconds'] / 60:.1f}",
+              "n/a" if d.get("peak_rss_mb") is None else f"{d['peak_rss_mb']:.0f}"]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -88,8 +95,9 @@ def main(argv=None) -> int:
     results = []
     print("| truth | candidates | per stage: kept; σ audited, bound used; true RMSE near the hull; hindsight "
           "floor → kept (meV/atom) | reference "
-          "single points | reference relaxations | candidates with any reference call | recall | CPU / wall min |")
-    print("|---|---|---|---|---|---|---|---|")
+          "single points | reference relaxations | candidates with any reference call | recall | CPU / wall min |"
+          " peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.names:
         d = run_one(name, out, args.mpirun)
         results.append(d)

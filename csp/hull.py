@@ -221,3 +221,27 @@ def read_entries(path: str | os.PathLike) -> list[HullEntry]:
     if len({e.id for e in entries}) != len(entries):
         raise InputError(f"{path}: structure ids are not unique")
     return entries
+
+
+# -- the campaign's conclusion: the ONE final hull -------------------------------------------------
+REFERENCE_RELAXATION = "relax"   # the kind of a reference relaxation among a campaign store's calls
+
+
+def reference_entries(store) -> list[HullEntry]:
+    """Every successful reference relaxation of a campaign store (`store.reference_calls(kind)`,
+    csp.campaign.store) as a hull entry: id = str(candidate id) (the call's key when it has no
+    candidate), energy in eV (the store's energy: E, or E + pV under pressure), atoms = the
+    reference-relaxed structure."""
+    entries = []
+    for rec in store.reference_calls(REFERENCE_RELAXATION):
+        if rec.ok and rec.atoms is not None and rec.energy is not None:
+            ident = str(rec.candidate_id) if rec.candidate_id is not None else rec.key
+            entries.append(HullEntry.from_atoms(rec.atoms, id=ident, energy=rec.energy))
+    return entries
+
+
+def final_hull(store, elements: Sequence[str], tolerance: float = DEFAULT_TOLERANCE) -> Hull:
+    """A campaign's convex hull from reference energies only (InputError when it cannot be built
+    yet, e.g. no reference relaxation or an element without a pure structure). The campaign, its
+    report, `csp export` and `csp status` all use this one, so they agree on the same entries."""
+    return build_hull(reference_entries(store), elements=list(elements), tolerance=tolerance)

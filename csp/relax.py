@@ -24,6 +24,12 @@ from ase import Atoms
 
 RUNNING, CONVERGED, MAX_STEPS, BROKEN, FAILED = 0, 1, 2, 3, 4
 STATUS_NAMES = ("running", "converged", "max_steps", "broken", "failed")
+# a structure's energy evaluated at a geometry relaxed before (with another potential), not relaxed
+# again: the learning loop's re-evaluation (csp.campaign.learn)
+EVALUATED = "evaluated"
+# statuses whose energy a screening may use (relaxed, or evaluated at a relaxed geometry)
+USABLE = (STATUS_NAMES[CONVERGED], STATUS_NAMES[MAX_STEPS], EVALUATED)
+OPTIMIZERS = ("bfgs", "fire")   # `relax_batch(optimizer=...)`
 
 # (cells (B,3,3), positions (N,3), types (N,), offsets (B+1,)) -> energies (B,), forces (N,3), stresses (B,6)
 Evaluator = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -112,8 +118,8 @@ def relax_batch(evaluate: Evaluator, cells: np.ndarray, positions: np.ndarray, t
     structures of equal size). pressure in eV/Å³; `progress(n_finished, B)` is called whenever
     structures finish.
     """
-    if optimizer not in ("fire", "bfgs"):
-        raise ValueError(f"unknown optimizer {optimizer!r}; allowed: fire, bfgs")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
     cells0 = np.array(cells, dtype=float).reshape(-1, 3, 3)
     u = np.array(positions, dtype=float).reshape(-1, 3)
     types = np.asarray(types)

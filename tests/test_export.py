@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from report_store import make_store  # noqa: E402
 
-from csp.campaign.results import final_hull  # noqa: E402
+from csp.hull import final_hull  # noqa: E402
 from csp.campaign.store import CampaignStore  # noqa: E402
 from csp.mtp.grade import ActiveSet, grade  # noqa: E402
 from csp.mtp.io import cfg_to_atoms, read_cfg, read_mtp  # noqa: E402

@@ -101,19 +101,38 @@ def sample_size(pool: int, min_size: int, fraction: float, max_size: int | None 
     return min(pool, n if max_size is None else min(n, max(max_size, min_size)))
 
 
-def audit_sample(above: Mapping[int, float], n: int, within: float, exclude: set[int], seed: int) -> list[int]:
+STRATUM_MIN = 3   # audit points drawn first from every stratum (source and lattice) near the hull
+
+
+def audit_sample(above: Mapping[int, float], n: int, within: float, exclude: set[int], seed: int,
+                 strata: Mapping[int, str] | None = None) -> list[int]:
     """Ids to audit: every MTP-hull vertex (above <= 1e-9 eV/atom) not in `exclude` — a wrong
     vertex moves the whole window — plus a seeded random draw of `n` ids among those within
     `within` eV/atom of the hull (then beyond it, if that is exhausted): a representative sample
-    of where the window is decided. Sorted.
+    of where the window is decided. With `strata` (id -> e.g. "enumerate/fcc", "prototype"),
+    the draw first takes up to STRATUM_MIN ids of every stratum near the hull, so that a
+    minority source (prototypes, random structures, another lattice) whose error differs from
+    the majority's is measured too; the rest of the draw is uniform. Sorted.
 
     `above`: id -> eV/atom above the MTP hull (finite for usable energies)."""
     ids = sorted(i for i, d in above.items() if np.isfinite(d) and i not in exclude)
     vertices = [i for i in ids if above[i] <= 1e-9]
     rest = [i for i in ids if above[i] > 1e-9]
     rng = np.random.default_rng(seed)
+    near = [i for i in rest if above[i] <= within]
     picked: list[int] = []
-    for pool in ([i for i in rest if above[i] <= within], [i for i in rest if above[i] > within]):
+    if strata is not None:
+        groups: dict[str, list[int]] = {}
+        for i in near:
+            groups.setdefault(strata.get(i, ""), []).append(i)
+        if len(groups) > 1:
+            for name in sorted(groups):
+                members = groups[name]
+                for k in rng.permutation(len(members))[:STRATUM_MIN]:
+                    if len(picked) < n:
+                        picked.append(members[int(k)])
+    chosen = set(picked)
+    for pool in ([i for i in near if i not in chosen], [i for i in rest if above[i] > within]):
         for k in rng.permutation(len(pool)):
             if len(picked) >= n:
                 break

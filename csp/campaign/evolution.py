@@ -40,6 +40,7 @@ from csp.campaign.farm import Farm
 from csp.campaign.store import CampaignStore, EvolutionRecord
 from csp.config import Search
 from csp.campaign.learn import CampaignContext, StageLearner, diverse_subset, relaxed_ok
+from csp.hull import atom_counts
 
 log = logging.getLogger("csp")
 
@@ -140,7 +141,8 @@ class EvolutionStep:
         if not usable:
             raise RuntimeError("evolution: no generated candidate lies in the evolution's search space "
                                "(check candidates.evolution max_atoms / composition)")
-        picked = diverse_subset(usable, self.config.settings.population_size, self.config.seed)
+        picked = diverse_subset([(c, atom_counts(a)) for c, a in usable], self.config.settings.population_size,
+                                self.config.seed)
         by_id = dict(usable)
         return [by_id[c] for c in picked]
 
@@ -193,10 +195,10 @@ class EvolutionStep:
         # the evolution's potential is not audited: its training RMSE (or CV σ when configured)
         # sizes the window; its finds are screened again, with an audited σ, by stage 1
         sigma = pot["sigma"] if pot["sigma"] is not None else pot["extra"].get("rmse_energy", 0.0)
-        window = self.search.screening.stages[0].window * float(sigma or 0.0)
+        bound = self.search.screening.stages[0].window_sigmas * float(sigma or 0.0)   # eV/atom
         recs = {r.ident: r for r in self.store.offspring()}
         chosen = {ind.id: ind for ind in result.population}
-        chosen.update((ind.id, ind) for ind in result.individuals if ind.fitness <= window and ind.id not in chosen)
+        chosen.update((ind.id, ind) for ind in result.individuals if ind.fitness <= bound and ind.id not in chosen)
         chosen = [ind for ind in chosen.values() if recs[ind.id].seed_candidate is None]
         structures = []
         for ind in chosen:
@@ -214,7 +216,7 @@ class EvolutionStep:
             ids = self.store.add_candidates(structures)
             for atoms, cid in zip(structures, ids):
                 self.store.set_offspring_fields(atoms.info["evolution_id"], candidate_id=cid)
-            self.store.set_meta("evolution", {"stopped": result.stopped, "hull": on_hull, "window": window,
+            self.store.set_meta("evolution", {"stopped": result.stopped, "hull": on_hull, "window": bound,
                                               "population": [ind.id for ind in result.population],
                                               "added": [s.info["evolution_id"] for s in structures]})
             self.store.mark_step(STEP, {"added": len(ids), "generations": len(result.history) - 1,

@@ -93,21 +93,23 @@ class Farm:
 
     # -- rank 0 -----------------------------------------------------------------------------
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any],
-            on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+            on_result: Callable[[int, Any], None] | None = None, collect: bool = True) -> list[Any]:
         """fn(item) for every item, spread over all ranks; results in item order.
 
+        `items` is consumed lazily (a generator that reads its batches from the store keeps
+        rank 0's memory flat): an item is built only when a rank is ready for it.
         `on_result(index, result)` is called on rank 0 as each result arrives (e.g. to write it
-        to the store and advance a progress bar).
+        to the store and advance a progress bar); with `collect=False` results are not kept and
+        an empty list is returned.
         """
         if not self.is_master:
             raise RuntimeError("Farm.map is called on rank 0 only")
-        items = list(items)
-        results: list[Any] = [None] * len(items)
-        if not items:
-            return results
+        results: list[Any] = []
 
         def finish(i: int, value: Any) -> None:
-            results[i] = value
+            if collect:
+                results.extend([None] * (i + 1 - len(results)))
+                results[i] = value
             if on_result is not None:
                 on_result(i, value)
 
@@ -119,33 +121,53 @@ class Farm:
         from mpi4py import MPI
 
         self.busy = True
-        pending = deque(range(len(items)))
+        source = enumerate(items)
+        # a window of upcoming items: workers take from its front, rank 0 from its back (so a
+        # worker is never left waiting for the item rank 0 is busy with)
+        window = max(8, 2 * self.prefetch * (self.size - 1))
+        pending: deque = deque()
+        issued = done = 0
+        exhausted = False
         inflight = {w: 0 for w in range(1, self.size)}
         sends: list = []  # non-blocking sends in flight (large tasks must never block rank 0)
-        done = 0
+
+        def fill() -> None:
+            nonlocal exhausted
+            while not exhausted and len(pending) < window:
+                nxt = next(source, None)
+                if nxt is None:
+                    exhausted = True
+                else:
+                    pending.append(nxt)
+
+        def take(front: bool) -> tuple[int, Any] | None:
+            nonlocal issued
+            fill()
+            if not pending:
+                return None
+            issued += 1
+            return pending.popleft() if front else pending.pop()
 
         def send(worker: int) -> None:
-            i = pending.popleft()
-            sends.append(self.comm.isend((i, fn, items[i]), dest=worker, tag=TAG_TASK))
-            inflight[worker] += 1
+            nxt = take(front=True)
+            if nxt is not None:
+                sends.append(self.comm.isend((nxt[0], fn, nxt[1]), dest=worker, tag=TAG_TASK))
+                inflight[worker] += 1
 
         for _ in range(self.prefetch):
             for w in inflight:
-                if pending:
-                    send(w)
+                send(w)
         status = MPI.Status()
-        while done < len(items):
+        while not (exhausted and not pending and done == issued):
             if self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=TAG_RESULT, status=status):
                 worker = status.Get_source()
                 i, value = self.comm.recv(source=worker, tag=TAG_RESULT)
                 inflight[worker] -= 1
-                if pending:
-                    send(worker)
+                send(worker)
                 finish(i, value)
                 done += 1
-            elif pending and self.master_works:
-                i = pending.pop()  # take from the end: workers get the front of the queue
-                finish(i, fn(items[i]))
+            elif self.master_works and (nxt := take(front=False)) is not None:
+                finish(nxt[0], fn(nxt[1]))
                 done += 1
             else:
                 time.sleep(self.poll)

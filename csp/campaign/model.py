@@ -96,14 +96,15 @@ def cross_validated_sigma(init, training: Sequence[Atoms], species: Sequence[str
                           fit_kw: dict, energy_range: float, farm=None,
                           grade_threshold: float | None = None) -> CrossValidation:
     """k-fold cross-validated error of the energy per atom (`csp.mtp.fit.cross_validation_errors`,
-    grades in GRADE_MODE), the folds trained in parallel on the farm (see `CrossValidation`)."""
+    grades in csp's grade mode), the folds trained in parallel on the farm (see `CrossValidation`)."""
     from csp.mtp.fit import cross_validation_errors
+    from csp.mtp.grade import DEFAULT_MODE
 
     training = list(training)
     K = len(training)
     kw = {key: v for key, v in fit_kw.items() if key != "species"}
     err, gamma = cross_validation_errors(init, training, max(2, min(folds, K)), seed, species=list(species),
-                                         grade_mode=GRADE_MODE, run=None if farm is None else farm.map, **kw)
+                                         grade_mode=DEFAULT_MODE, run=None if farm is None else farm.map, **kw)
     mask = relevant(training, energy_range)
     interpolated = gamma <= grade_threshold if grade_threshold is not None else np.ones(K, bool)
     use = mask & interpolated
@@ -167,18 +168,12 @@ def train(level: int, species: Sequence[str], training: Sequence[Atoms], setting
     return Trained(dump(mtp), sigma, extra)
 
 
-# Neighbourhood mode: one row per atom, so even the first potential of a stage (tens of
-# configurations, up to ~300 basis functions at level 20) has a full-rank active set; in
-# configuration mode (one row per configuration) a level-16 stage starting on ~60 configurations
-# graded every structure "broken" (directions no training row spans grade ~1/eps).
-GRADE_MODE = "neighborhood"
-
-
 def active_set(mtp, training: Sequence[Atoms], species: Sequence[str]) -> Any:
-    """The MaxVol active set (GRADE_MODE) of `mtp` over the training configurations."""
-    from csp.mtp.grade import ActiveSet
+    """The MaxVol active set (csp's grade mode, `csp.mtp.grade.DEFAULT_MODE`) of `mtp` over the
+    training configurations."""
+    from csp.mtp.grade import DEFAULT_MODE, ActiveSet
 
-    return ActiveSet.build(mtp, list(training), mode=GRADE_MODE, species=list(species))
+    return ActiveSet.build(mtp, list(training), mode=DEFAULT_MODE, species=list(species))
 
 
 def select(mtp, aset, structures: Sequence[Atoms], n: int, species: Sequence[str]) -> list[int]:

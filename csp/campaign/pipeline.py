@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -111,7 +112,7 @@ class Campaign:
             self.store.set_meta("search", ident)
             self.store.set_meta("search_text", search.text)
             self.store.set_meta("elements", list(search.elements))
-            self.store.set_meta("reference", search.reference.reference.settings())
+            self.store.set_meta("reference", search.reference.settings())
         else:   # keys that cannot change results (reference timeout, ...) may differ: csp.campaign.identity
             from csp.campaign.identity import changed_keys
 
@@ -127,6 +128,10 @@ class Campaign:
         times = self.store.get_meta("stage_seconds", {})
         times[name] = times.get(name, 0.0) + time.time() - t0
         self.store.set_meta("stage_seconds", times)
+        # rank 0's peak resident memory so far (MB), after each step: what a pool size costs
+        peaks = self.store.get_meta("peak_memory_mb", {})
+        peaks[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.store.set_meta("peak_memory_mb", peaks)
         return out
 
     # steps ----------------------------------------------------------------------------------
@@ -146,10 +151,8 @@ class Campaign:
         if self.store.step_done("initial_training"):
             return
         al = self.search.screening.active_learning
-        cands = self.store.candidates()
-        ids = diverse_subset(cands, al.initial_training, self.search.seed)
-        by_id = dict(cands)
-        jobs = [Job(f"sp:initial:c{cid}", cid, by_id[cid]) for cid in ids]
+        ids = diverse_subset(list(self.store.candidate_counts().items()), al.initial_training, self.search.seed)
+        jobs = [Job(f"sp:initial:c{cid}", cid, atoms) for cid, atoms in self.store.candidates(ids)]
         log.info("initial training set: reference single points of %d diverse candidates", len(jobs))
         run_references(self.store, self.farm, self.search, jobs, SINGLE_POINT,
                        training=(EVOLUTION_STAGE, 0, "initial"),
@@ -188,7 +191,7 @@ class Campaign:
 
     def hull(self) -> list[dict]:
         """The final hull from reference energies only (rows as dicts, hull phases first)."""
-        from csp.campaign.results import final_hull
+        from csp.hull import final_hull
 
         rows = [r.as_dict() for r in final_hull(self.store, self.search.elements).stable()]
         self.store.set_meta("hull", rows)

@@ -1,120 +1,256 @@
-"""The reference relaxation of the survivors, in order, stopping when the hull is certain.
+"""The reference relaxation of the survivors, in order, learning as it goes and stopping when the
+hull is certain.
 
 Survivors of the last stage are relaxed with the reference in order of their MTP energy above
 the stage's MTP hull (those whose relaxation broke on extrapolation first: their MTP energy says
-nothing), `batch` at a time on the farm. Before each batch, every remaining survivor is
-predicted against the *reference* hull built so far: its MTP energy per atom minus the
-composition-linear part of the stage's audited error (`ErrorModel.shift`), as a distance to
-the reference hull. A survivor predicted above it by more than the stage's bound is skipped:
-the reference hull only gets lower as more structures are relaxed, so it would stay above. The
-final hull holds reference energies only; skipped survivors are listed with their prediction.
+nothing), `batch` at a time on the farm. Before each batch:
 
-Each finished relaxation's final structure joins the training set (for the potentials the user
-exports); the potential is not refit here.
+1. *Refit*: once the finished reference relaxations have grown the training set by
+   `refit_growth` (10 %) since the potential last used (the stage's audited one at first), a new
+   potential is fitted, warm-started from that one, on the whole training set (the relaxed
+   reference structures join it as they finish: near-hull, equilibrium data); the remaining
+   survivors are re-evaluated with it at their stage geometry (one evaluation each).
+2. *Predict*: every remaining survivor's energy, minus the composition-linear part of the
+   potential's error (the stage audit's for the audited potential; for a refit one, fitted on
+   the relaxed reference structures), as a distance to the *reference* hull built so far.
+3. *Skip* those predicted above it by more than the bound: the reference hull only gets lower
+   as more structures are relaxed, so they would stay above.
+
+The bound is the last stage's audited bound, checked on the way: each relaxed survivor's
+prediction is compared with where its reference relaxation actually landed relative to the
+reference hull after its batch; should a prediction have been too low by more than the bound,
+the bound used from then on is widened to that error (and the report says so). The final hull
+holds reference energies only; skipped survivors are listed with their prediction.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
+from ase import Atoms
 
-from csp.campaign.audit import ErrorModel
+from csp.campaign import model
+from csp.campaign.audit import ErrorModel, error_model
+from csp.campaign.farm import chunks
 from csp.campaign.learn import CampaignContext, relaxed_ok
 from csp.campaign.references import RELAX, Job, run_references
-from csp.campaign.results import reference_entries
 from csp.campaign.screen import ScreenEntry, energies_above_hull
-from csp.hull import atom_counts
-from csp.relax import BROKEN, STATUS_NAMES
+from csp.hull import atom_counts, build_hull, reference_entries
+from csp.relax import BROKEN, STATUS_NAMES, pack
 
 log = logging.getLogger("csp")
 
 STEP = "reference_relaxed"
 
 
-def _predict(ctx: CampaignContext, remaining: list[int], mtp_energy: dict[int, float], comps: dict[int, dict],
-             em: ErrorModel) -> dict[int, float]:
-    """Predicted eV/atom above the reference hull so far (only ids that can be predicted)."""
-    from csp.hull import build_hull
+@dataclass(frozen=True)
+class EnergyTask:
+    """Energies (eV/atom) of `structures` with the potential `mtp_text` (a farm task)."""
 
+    mtp_text: str
+    species: tuple[str, ...]
+    structures: tuple[Atoms, ...]
+
+
+def run_energy_task(task: EnergyTask) -> list[float]:
+    cells, positions, types, offsets = pack(list(task.structures), list(task.species))
+    energies, _, _ = model.evaluator(model.load(task.mtp_text))(cells, positions, types, offsets)
+    return [float(e) / len(a) for e, a in zip(energies, task.structures)]
+
+
+def _energies(ctx: CampaignContext, mtp_text: str, structures: dict[int, Atoms]) -> dict[int, float]:
+    ids = sorted(structures)
+    batches = chunks(ids, ctx.search.screening.relax.batch_size)
+    tasks = [EnergyTask(mtp_text, tuple(ctx.search.elements), tuple(structures[i] for i in b)) for b in batches]
+    out: dict[int, float] = {}
+    for b, values in zip(batches, ctx.farm.map(run_energy_task, tasks)):
+        out.update(zip(b, values))
+    return out
+
+
+def _reference_hull(ctx: CampaignContext):
+    """The hull of the reference relaxations so far, or None while an element is missing."""
     entries = reference_entries(ctx.store)
     present = {el for e in entries for el, n in e.composition.items() if n}
     if not entries or not set(ctx.search.elements) <= present:
-        return {}
-    hull = build_hull(entries, ctx.search.elements)
-    out = {}
-    for i in remaining:
-        if i not in mtp_energy or not np.isfinite(mtp_energy[i]):
-            continue
-        comp = comps[i]
-        e = mtp_energy[i] - em.shift(comp)
-        out[i] = float(hull.formation_energy(comp, e) - hull.hull_energy(comp))
-    return out
+        return None
+    return build_hull(entries, ctx.search.elements)
+
+
+def _above(hull, comp: dict, energy_per_atom: float) -> float:
+    return float(hull.formation_energy(comp, energy_per_atom) - hull.hull_energy(comp))
+
+
+class ReferenceStage:
+    """Rank 0's driver of the reference stage (see the module docstring); every decision is
+    recorded in the store, so a resumed run decides alike."""
+
+    def __init__(self, ctx: CampaignContext):
+        self.ctx, self.store, self.search = ctx, ctx.store, ctx.search
+        self.last = len(self.search.screening.stages)
+        self.summary = self.store.step_info(f"stage{self.last}/screened")
+        em = self.summary["error_model"]
+        self.em = ErrorModel(**{k: v for k, v in em.items() if k != "from_stage"}) if em["n"] else None
+        self.settings = self.search.screening.reference_stage
+        self.level = self.search.screening.stages[-1].level
+        results = {r.candidate_id: r for r in self.store.stage_results(self.last, structures=False)}
+        self.kept = self.store.kept_ids(self.last)
+        self.results = {i: results[i] for i in self.kept}
+        self.comps = self.store.candidate_counts(self.kept)
+
+    # the potential used for predictions -----------------------------------------------------
+    def _potential(self, k: int) -> tuple[int, str, float | None]:
+        """(round, .mtp text, training RMSE) of the potential that plans batch `k`: the last
+        refit before it, or the stage's audited potential (round -1)."""
+        refits = [p for p in self.store.potentials(self.last + 1) if p["round"] < k]
+        if refits:
+            p = refits[-1]
+            return p["round"], p["mtp"], p["extra"].get("rmse_energy")
+        pid = self.summary["audited_potential_id"]
+        p = next(p for p in self.store.potentials(self.last) if p["id"] == pid)
+        return -1, p["mtp"], p["extra"].get("rmse_energy")
+
+    def _refit(self, k: int) -> None:
+        """Fit the round-`k` refit potential if the training set grew enough since the one in use."""
+        if not self.settings.refit or any(p["round"] == k for p in self.store.potentials(self.last + 1)):
+            return
+        previous, text, rmse = self._potential(k)
+        used = self.store.potentials(self.last + 1 if previous >= 0 else self.last)
+        n_used = next(p["n_train"] for p in used if p["mtp"] == text)
+        n_now = self.store.training_size()
+        if n_now - n_used < max(1, self.settings.refit_growth * n_used):
+            return
+        training = [r.to_atoms() for r in self.store.training_set()]
+        log.info("reference stage: refitting the level-%d potential on %d configurations (%d new reference"
+                 " relaxations and single points since the one in use)", self.level, n_now, n_now - n_used)
+        trained = model.train(self.level, self.search.elements, training, self.search.screening.training,
+                              self.search.seed + 7 * (k + 1), self.ctx.farm, warm_start=text, warm_rmse=rmse)
+        self.store.add_potential(self.last + 1, k, self.level, trained.text, trained.sigma, n_now,
+                                 dict(trained.extra, reason="reference stage"))
+
+    def _shift(self, round_no: int, text: str) -> ErrorModel | None:
+        """Composition-linear error of the potential: the stage audit's, or for a refit potential
+        the one fitted on the relaxed reference structures (training points: only its linear
+        part is used)."""
+        if round_no < 0:
+            return self.em
+        relaxed = [r for r in self.store.reference_calls(RELAX) if r.ok and r.energy is not None
+                   and r.candidate_id in self.results]
+        structures = {r.id: r.to_atoms() for r in relaxed}
+        mtp = _energies(self.ctx, text, structures)
+        errors = [mtp[r.id] - r.energy / len(structures[r.id]) for r in relaxed]
+        return error_model(errors, [atom_counts(structures[r.id]) for r in relaxed], self.search.elements)
+
+    def _predict(self, k: int, remaining: list[int]) -> dict[int, float]:
+        """Predicted eV/atom above the reference hull so far of the remaining survivors that have
+        an MTP energy (with the potential that plans batch `k`)."""
+        hull = _reference_hull(self.ctx)
+        if hull is None:
+            return {}
+        round_no, text, _ = self._potential(k)
+        usable = [i for i in remaining if self.results[i].status != STATUS_NAMES[BROKEN]
+                  and self.results[i].energy_per_atom is not None]
+        if round_no < 0:
+            energy = {i: self.results[i].energy_per_atom for i in usable}
+        else:
+            energy = _energies(self.ctx, text, self.store.stage_structures(self.last, usable))
+        em = self._shift(round_no, text)
+        shift = em.shift if em is not None else (lambda comp: 0.0)
+        return {i: _above(hull, self.comps[i], energy[i] - shift(self.comps[i])) for i in usable
+                if np.isfinite(energy[i])}
+
+    def _check(self, info: dict) -> dict[str, float]:
+        """How far below its prediction each relaxed survivor of a batch landed (eV/atom above the
+        reference hull after the batch: prediction − actual)."""
+        hull = _reference_hull(self.ctx)
+        out = {}
+        for key, predicted in info.get("predicted", {}).items():
+            rec = self.store.reference_call(f"relax:c{key}")
+            if hull is not None and rec is not None and rec.ok and rec.energy is not None:
+                i = int(key)
+                out[key] = predicted - _above(hull, self.comps[i], rec.energy / sum(self.comps[i].values()))
+        return out
+
+    def run(self) -> None:
+        store = self.store
+        if store.step_done(STEP):
+            return
+        bound = self.summary["bound"]
+        entries = [ScreenEntry(i, self.comps[i], r.energy_per_atom) for i, r in self.results.items()
+                   if relaxed_ok(r.status) and r.energy_per_atom is not None]
+        present = {el for e in entries for el, n in e.composition.items() if n}
+        # without an MTP energy of every pure element there is no MTP hull: keep the stage's order by id
+        above = energies_above_hull(entries, self.search.elements) if set(self.search.elements) <= present else {}
+        broken = STATUS_NAMES[BROKEN]
+        order = sorted(self.kept, key=lambda i: (self.results[i].status != broken, above.get(i, np.inf), i))
+        batch = self.settings.batch or max(8, 2 * getattr(self.ctx.farm, "size", 1))
+        early = self.settings.early_stop and self.em is not None and np.isfinite(bound)
+        log.info("reference relaxation of up to %d survivors in order of MTP energy above the hull, %d at a time%s",
+                 len(order), batch, f"; skipping those predicted > {1000 * bound:.1f} meV/atom above the reference"
+                 " hull" if early else "")
+        remaining = list(order)
+        skipped: dict[str, float] = {}
+        relaxed = 0
+        worst = 0.0   # largest (prediction − actual) seen so far, eV/atom
+        k = 0
+        while remaining:
+            step = f"reference/batch{k}"
+            info = store.step_info(step)
+            if info is None:
+                newly, predicted = {}, {}
+                if early and k > 0:
+                    self._refit(k)
+                    pred = self._predict(k, remaining)
+                    use = max(bound, worst)
+                    newly = {str(i): d for i, d in pred.items() if d > use}
+                    predicted = {str(i): d for i, d in pred.items() if str(i) not in newly}
+                rest = [i for i in remaining if str(i) not in newly]
+                info = {"ids": rest[:batch], "skipped": newly,
+                        "predicted": {str(i): predicted[str(i)] for i in rest[:batch] if str(i) in predicted},
+                        "bound": max(bound, worst), "potential_round": self._potential(k)[0] if early and k else None}
+                store.mark_step(step, info)
+            skipped.update(info["skipped"])
+            taken = set(info["ids"])
+            remaining = [i for i in remaining if str(i) not in info["skipped"] and i not in taken]
+            structures = store.stage_structures(self.last, info["ids"])
+            jobs = [Job(f"relax:c{i}", i, structures[i]) for i in info["ids"]]
+            run_references(store, self.ctx.farm, self.search, jobs, RELAX, progress=self.ctx.progress)
+            for job in jobs:
+                rec = store.reference_call(job.key)
+                if rec is not None and rec.ok:
+                    store.add_to_training(rec.id, self.last + 1, 0, "reference relaxation")
+            relaxed += len(jobs)
+            checked = store.step_info(f"{step}/checked")
+            if checked is None:   # recorded: the hull a resumed run sees later is lower
+                checked = self._check(info)
+                store.mark_step(f"{step}/checked", checked)
+            errors = checked
+            if errors and max(errors.values()) > max(bound, worst):
+                log.warning("reference stage: survivor(s) %s landed %.1f meV/atom below their prediction, beyond the"
+                            " bound of %.1f meV/atom: the bound is widened to that error",
+                            ", ".join(f"c{i}" for i, e in errors.items() if e > max(bound, worst)),
+                            1000 * max(errors.values()), 1000 * max(bound, worst))
+            worst = max([worst, *errors.values()])
+            if info["skipped"]:
+                log.info("reference stage: %d survivors predicted above the reference hull by more than the bound:"
+                         " skipped", len(info["skipped"]))
+            k += 1
+        stop = "all survivors relaxed" if not skipped else \
+            f"the remaining {len(skipped)} survivors are predicted above the reference hull by more than the bound"
+        refits = len(store.potentials(self.last + 1))
+        final_bound = max(bound, worst)
+        store.mark_step(STEP, {
+            "survivors": len(order), "relaxed": relaxed, "batches": k, "refits": refits,
+            "bound": bound, "bound_used": final_bound, "max_prediction_error": worst, "stop_reason": stop,
+            "skipped": [{"candidate_id": int(i), "predicted_above_hull": d, "reason": "predicted above the reference"
+                         f" hull by more than the bound ({1000 * final_bound:.1f} meV/atom)"}
+                        for i, d in sorted(skipped.items(), key=lambda t: int(t[0]))]})
+        log.info("reference stage: %d of %d survivors relaxed, %d refits (%s)", relaxed, len(order), refits, stop)
 
 
 def run_reference_stage(ctx: CampaignContext) -> None:
     """Reference relaxations of the last stage's survivors (resumable, recorded batch by batch)."""
-    store, search = ctx.store, ctx.search
-    if store.step_done(STEP):
-        return
-    last = len(search.screening.stages)
-    summary = store.step_info(f"stage{last}/screened")
-    em = ErrorModel(**{k: v for k, v in summary["error_model"].items() if k != "from_stage"}) \
-        if summary["error_model"]["n"] else None
-    bound = summary["bound"]
-    settings = search.screening.reference_stage
-    results = {r.candidate_id: r for r in store.stage_results(last)}
-    kept = store.kept_ids(last)
-    comps = {i: atom_counts(results[i].atoms) for i in kept}
-    entries = [ScreenEntry(i, comps[i], results[i].energy_per_atom) for i in kept
-               if relaxed_ok(results[i].status) and results[i].energy_per_atom is not None]
-    present = {el for e in entries for el, n in e.composition.items() if n}
-    # without an MTP energy of every pure element there is no MTP hull: keep the stage's order by id
-    above = energies_above_hull(entries, search.elements) if set(search.elements) <= present else {}
-    broken = STATUS_NAMES[BROKEN]
-    order = sorted(kept, key=lambda i: (results[i].status != broken, above.get(i, np.inf), i))
-    mtp_energy = {i: results[i].energy_per_atom for i in kept
-                  if results[i].status != broken and results[i].energy_per_atom is not None}
-    batch = settings.batch or max(8, 2 * getattr(ctx.farm, "size", 1))
-    early = settings.early_stop and em is not None and np.isfinite(bound)
-    log.info("reference relaxation of up to %d survivors in order of MTP energy above the hull, %d at a time%s",
-             len(order), batch, f"; skipping those predicted > {1000 * bound:.1f} meV/atom above the reference hull"
-             if early else "")
-    remaining = list(order)
-    skipped: dict[str, float] = {}
-    relaxed = 0
-    k = 0
-    while remaining:
-        step = f"reference/batch{k}"
-        info = store.step_info(step)
-        if info is None:
-            newly = {}
-            if early and k > 0:
-                pred = _predict(ctx, remaining, mtp_energy, comps, em)
-                newly = {str(i): d for i, d in pred.items() if d > bound}
-            rest = [i for i in remaining if str(i) not in newly]
-            info = {"ids": rest[:batch], "skipped": newly}
-            store.mark_step(step, info)
-        skipped.update(info["skipped"])
-        taken = set(info["ids"])
-        remaining = [i for i in remaining if str(i) not in info["skipped"] and i not in taken]
-        jobs = [Job(f"relax:c{i}", i, results[i].atoms) for i in info["ids"]]
-        run_references(store, ctx.farm, search, jobs, RELAX, progress=ctx.progress)
-        for job in jobs:
-            rec = store.reference_call(job.key)
-            if rec is not None and rec.ok:
-                store.add_to_training(rec.id, last + 1, 0, "reference relaxation")
-        relaxed += len(jobs)
-        if info["skipped"]:
-            log.info("reference stage: %d survivors predicted above the reference hull by more than the bound:"
-                     " skipped", len(info["skipped"]))
-        k += 1
-    stop = "all survivors relaxed" if not skipped else \
-        f"the remaining {len(skipped)} survivors are predicted above the reference hull by more than the bound"
-    store.mark_step(STEP, {
-        "survivors": len(order), "relaxed": relaxed, "batches": k,
-        "bound": bound, "stop_reason": stop,
-        "skipped": [{"candidate_id": int(i), "predicted_above_hull": d, "reason": "predicted above the reference hull"
-                     f" by more than the bound ({1000 * bound:.1f} meV/atom)"} for i, d in sorted(skipped.items(),
-                                                                                     key=lambda t: int(t[0]))]})
-    log.info("reference stage: %d of %d survivors relaxed (%s)", relaxed, len(order), stop)
+    ReferenceStage(ctx).run()
+

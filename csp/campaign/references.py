@@ -16,6 +16,7 @@ from ase import Atoms
 from csp.campaign.farm import Farm
 from csp.campaign.store import CampaignStore, structure_hash
 from csp.config import Search
+from csp.reference import Reference
 
 log = logging.getLogger("csp")
 
@@ -24,10 +25,10 @@ SINGLE_POINT, RELAX = "single_point", "relax"
 
 @dataclass(frozen=True)
 class ReferenceTask:
-    """One reference call for a farm worker (pickles): the search's reference section, the
+    """One reference call for a farm worker (pickles): the search's configured reference, the
     operation (single_point or relax), the structure and its working directory."""
 
-    section: dict
+    reference: Reference
     operation: str
     atoms: Atoms
     workdir: str
@@ -35,9 +36,7 @@ class ReferenceTask:
 
 def run_reference_task(task: ReferenceTask) -> dict:
     """Run one reference call in its own working directory (on any rank)."""
-    from csp.reference import get_reference
-
-    ref = get_reference(task.section)
+    ref = task.reference
     out = ref.single_point(task.atoms, task.workdir) if task.operation == SINGLE_POINT \
         else ref.relax(task.atoms, task.workdir)
     return {"ok": out.ok, "atoms": out.atoms, "energy": out.energy, "forces": out.forces,
@@ -102,7 +101,7 @@ def run_references(store: CampaignStore, farm: Farm, search: Search, jobs: Seque
         if bar is not None:
             bar.update(1)
 
-    tasks = [ReferenceTask(search.reference.section, operation, job.atoms, str(calls_dir / job.key.replace(":", "-")))
+    tasks = [ReferenceTask(search.reference, operation, job.atoms, str(calls_dir / job.key.replace(":", "-")))
              for job in todo]
     farm.map(run_reference_task, tasks, on_result=store_one)
     if bar is not None:

@@ -16,31 +16,14 @@ from __future__ import annotations
 
 import logging
 
-from ase import Atoms
-
 from csp.campaign.audit import ErrorModel, audit_sample, error_model, miss_probability, sample_size
 from csp.campaign.learn import CampaignContext, StageLearner, StageSink, relaxed_ok
 from csp.campaign.references import SINGLE_POINT, Job, run_references
+from csp.campaign.start import StartStructures, stage_start
 from csp.campaign.store import AuditPoint, structure_hash
-from csp.hull import atom_counts
 from csp.relax import BROKEN, STATUS_NAMES
 
 log = logging.getLogger("csp")
-
-
-def stage_start(ctx: CampaignContext, index: int) -> dict[int, Atoms]:
-    """Start structures of stage `index` (1-based): the candidates, or what the previous stage
-    kept, relaxed by it (with the candidate's provenance in `info`)."""
-    store = ctx.store
-    if index == 1:
-        return dict(store.candidates())
-    prev = {r.candidate_id: r for r in store.stage_results(index - 1)}
-    start = {}
-    for cid in store.kept_ids(index - 1):
-        atoms = prev[cid].atoms
-        atoms.info.update(store.candidate(cid).info)
-        start[cid] = atoms
-    return start
 
 
 class Stage:
@@ -57,7 +40,7 @@ class Stage:
         step = f"{self.tag}/screened"
         if self.store.step_done(step):
             return
-        start = stage_start(self.ctx, self.index)
+        start = stage_start(self.store, self.index)
         log.info("stage %d: level-%d MTP on %d structures", self.index, self.settings.level, len(start))
         learner = StageLearner(self.ctx, StageSink(self.store, self.index), self.settings.level, start, self.tag,
                                potential_stage=self.index, polish_range=self._polish_range)
@@ -87,7 +70,7 @@ class Stage:
                     log.warning("%s: no held-out candidate left to audit; using stage %d's error model", self.tag, k)
                     break
         sigma = em["sigma"] if em["n"] else float("inf")
-        bound = max(self.settings.window * sigma, self.audit.min_bound)
+        bound = max(self.settings.window_sigmas * sigma, self.audit.min_bound)
         learner.converge()   # re-relax (warm) what the final bound's reach adds, if anything
         final = learner.state()
         latest = learner.latest()
@@ -107,11 +90,11 @@ class Stage:
         shift = ErrorModel(**{k: v for k, v in em.items() if k != "from_stage"}).shift if em["n"] else None
         over = [p.candidate_id for p in self.store.audit_points(self.index, info["audit_round"])
                 if shift is not None and p.error is not None
-                and abs(p.error - shift(atom_counts(start[p.candidate_id]))) > bound]
+                and abs(p.error - shift(start.counts(p.candidate_id))) > bound]
         summary = {
             "level": self.settings.level, "start": len(start), "relaxed": usable, "kept": len(kept),
-            "window_sigmas": self.settings.window, "sigma": sigma, "bound": bound, "error_model": em,
-            "miss_probability": miss_probability(self.settings.window), "potential_id": final.potential_id,
+            "window_sigmas": self.settings.window_sigmas, "sigma": sigma, "bound": bound, "error_model": em,
+            "miss_probability": miss_probability(self.settings.window_sigmas), "potential_id": final.potential_id,
             "round": final.round, "audited_potential_id": info["potential_id"], "audit_rounds": a + 1, "audit_points": len(audited),
             "audit_over_bound": over, "kept_untrusted": len(untrusted), "passes": passes,
             "mtp_relaxations": counts["relax"] + counts["warm"], "mtp_relaxations_from_start": counts["relax"],
@@ -124,7 +107,7 @@ class Stage:
             self.store.mark_step(step, summary)
         log.info("stage %d: %d of %d relaxed structures within %.1f meV/atom (%.1f σ, σ = %.2f meV/atom audited on"
                  " %d held-out relaxed candidates) of the MTP hull%s", self.index, len(kept), usable, 1000 * bound,
-                 self.settings.window, 1000 * sigma, em["n"],
+                 self.settings.window_sigmas, 1000 * sigma, em["n"],
                  f"; {len(untrusted)} kept because extrapolation broke their relaxation" if untrusted else "")
         if over:
             log.warning("stage %d: %d audited candidates had an error above the bound (%s)", self.index, len(over),
@@ -132,22 +115,27 @@ class Stage:
 
     def _polish_range(self) -> float:
         """eV/atom above the MTP hull inside which structures are re-relaxed after a retraining:
-        nothing but hull vertices before the stage's first audit (no bound is known yet, and the
-        audit measures the error at whatever geometry a structure has), then 1.5 × the bound the
-        latest audit implies (everything the window can keep, with a margin; outside it a
-        structure keeps its energy evaluated at the geometry of the previous potential, an upper
-        bound); `audit.range` if no audit found a held-out structure."""
-        audited = False
+        nothing but hull vertices while the audits go on (no bound is final yet, and an audit
+        measures the error at whatever geometry a structure has, so its σ holds for evaluated
+        energies too), then 1.5 × the final bound (everything the window can keep, with a
+        margin; outside it a structure keeps its energy evaluated at the geometry of the
+        previous potential, an upper bound); `audit.range` if no audit found a held-out
+        structure. (Polishing within 1.5 × each intermediate bound re-relaxed 86 % of a
+        9,808-candidate pool after a first audit at σ = 5 meV/atom.)"""
+        latest = None
         for k in range(self.audit.max_rounds - 1, -1, -1):
+            latest = self.store.step_info(f"{self.tag}/audit{k}")
+            if latest is not None:
+                break
+        if latest is None or latest["continue"]:
+            return 0.0
+        for k in range(latest["audit_round"], -1, -1):
             info = self.store.step_info(f"{self.tag}/audit{k}")
-            if info is None:
-                continue
-            audited = True
             if info["error_model"]["n"]:
-                return 1.5 * max(self.settings.window * info["error_model"]["sigma"], self.audit.min_bound)
-        return self.audit.range if audited else 0.0
+                return 1.5 * max(self.settings.window_sigmas * info["error_model"]["sigma"], self.audit.min_bound)
+        return self.audit.range
 
-    def _top_up(self, learner: StageLearner, start: dict[int, Atoms]) -> None:
+    def _top_up(self, learner: StageLearner, start: StartStructures) -> None:
         """A stage's first potential never trains on fewer configurations than its level has
         basis functions: if the training set is smaller, reference single points of start
         structures (relaxed by the previous stage: near-equilibrium data), spread over
@@ -163,14 +151,15 @@ class Stage:
             need = basis_size(self.settings.level, self.search.elements, self.search.screening.training) \
                 - self.store.training_size()
             learned = {r.candidate_id for r in self.store.training_set()}
-            pool = [(i, a) for i, a in sorted(start.items()) if i not in learned]
+            pool = [(i, start.counts(i)) for i in start if i not in learned]
             plan = {"ids": diverse_subset(pool, need, self.search.seed + self.index) if need > 0 else []}
             self.store.mark_step(f"{self.tag}/top-up/plan", plan)
         ids = plan["ids"]
         if ids:
             log.info("%s: %d training configurations for a level-%d potential: adding reference single points of"
                      " %d start structures", self.tag, self.store.training_size(), self.settings.level, len(ids))
-            jobs = [Job(f"sp:{self.tag}:top-up:c{i}", i, start[i]) for i in ids]
+            structures = start.many(ids)
+            jobs = [Job(f"sp:{self.tag}:top-up:c{i}", i, structures[i]) for i in ids]
             run_references(self.store, self.ctx.farm, self.search, jobs, SINGLE_POINT,
                            training=(self.index, 0, f"{self.tag} top-up"), progress=self.ctx.progress)
         self.store.mark_step(step, {"added": len(ids)})
@@ -182,7 +171,7 @@ class Stage:
         if info is not None:
             return info
         state = learner.state()
-        latest = learner.latest(structures=True)
+        latest = learner.latest()
         usable = {i: r for i, r in latest.items() if relaxed_ok(r.status) and r.energy_per_atom is not None}
         above = learner.energies_above_hull(usable)
         # held out: never audited before, in any stage (an audited point joins the training set at
@@ -192,10 +181,12 @@ class Stage:
         previous = self.store.step_info(f"{self.tag}/audit{a - 1}") if a else None
         within = self.audit.range
         if previous is not None and previous["error_model"]["n"]:   # sample where the window is decided
-            within = min(within, max(3.0 * self.settings.window * previous["error_model"]["sigma"],
+            within = min(within, max(3.0 * self.settings.window_sigmas * previous["error_model"]["sigma"],
                                      2.0 * self.audit.min_bound))
-        ids = audit_sample(above, n, within, exclude, seed=self.search.seed + 7919 * self.index + a)
-        jobs = [Job(f"sp:{self.tag}:audit{a}:c{i}", i, usable[i].atoms) for i in ids]
+        ids = audit_sample(above, n, within, exclude, seed=self.search.seed + 7919 * self.index + a,
+                           strata=self.store.candidate_strata(sorted(above)))
+        sampled = self.store.relaxations(learner.sink.key, latest=True, items=ids)   # their relaxed geometry
+        jobs = [Job(f"sp:{self.tag}:audit{a}:c{i}", i, sampled[i].atoms) for i in ids]
         log.info("%s audit %d: reference single points of %d held-out relaxed candidates (round-%d potential)",
                  self.tag, a, len(jobs), state.round)
         run_references(self.store, self.ctx.farm, self.search, jobs, SINGLE_POINT, progress=self.ctx.progress)
@@ -210,7 +201,7 @@ class Stage:
                                      usable[i].energy_per_atom, ref, above[i]))
             if ok:
                 errors.append(usable[i].energy_per_atom - ref)
-                comps_ok.append(atom_counts(learner.start[i]))
+                comps_ok.append(learner.start.counts(i))
         self.store.add_audit(self.index, a, points)
         em = error_model(errors, comps_ok, self.search.elements)
         improving = previous is None or not previous["error_model"]["n"] or \
@@ -218,7 +209,7 @@ class Stage:
         # another round only while it can narrow the window: σ still improving, above its floor,
         # and the window not already at its minimum width
         more = a + 1 < self.audit.max_rounds and em.n > 0 and em.sigma > self.audit.sigma_floor and improving \
-            and self.settings.window * em.sigma > self.audit.min_bound
+            and self.settings.window_sigmas * em.sigma > self.audit.min_bound
         info = {"round": state.round, "potential_id": state.potential_id, "audit_round": a, "n": len(jobs),
                 "within": within,
                 "error_model": em.as_dict(), "continue": bool(more)}

@@ -150,6 +150,7 @@ CREATE TABLE IF NOT EXISTS audit (
     PRIMARY KEY (stage, round, candidate_id)
 );
 CREATE INDEX IF NOT EXISTS reference_calls_hash ON reference_calls(kind, structure_hash);
+CREATE INDEX IF NOT EXISTS relaxations_item ON relaxations(stage, item, pass);
 """.replace("{result_columns}", _RESULT_COLUMNS)
 
 # The evolution tables were added after schema version 1 shipped: they are created (IF NOT
@@ -273,6 +274,13 @@ class StageResult:
     steps: int | None
     atoms: Atoms | None
     kept: bool | None
+
+
+def _id_chunks(ids: Iterable[int], size: int = 500) -> Iterator[list[int]]:
+    """Consecutive lists of at most `size` ids (SQLite limits the parameters of one statement)."""
+    ids = [int(i) for i in ids]
+    for k in range(0, len(ids), size):
+        yield ids[k:k + size]
 
 
 def _damaged(path: Path, reason: str) -> InputError:
@@ -512,7 +520,38 @@ class CampaignStore:
         if ids is None:
             rows = self._db.execute("SELECT id, source, provenance, structure FROM candidates ORDER BY id")
             return [(r[0], self._candidate_atoms(*r)) for r in rows]
-        return [(int(i), self.candidate(int(i))) for i in ids]
+        found = {}
+        for part in _id_chunks(ids):
+            for r in self._db.execute("SELECT id, source, provenance, structure FROM candidates WHERE id IN"
+                                      f" ({','.join('?' * len(part))})", part):
+                found[r[0]] = self._candidate_atoms(*r)
+        missing = [i for i in ids if int(i) not in found]
+        if missing:
+            raise KeyError(missing[0])
+        return [(int(i), found[int(i)]) for i in ids]
+
+    def candidate_strata(self, ids: Sequence[int]) -> dict[int, str]:
+        """id -> the candidate's origin as "source" or "source/lattice" (e.g. "enumerate/fcc")."""
+        out = {}
+        for part in _id_chunks(ids):
+            for cid, source, provenance in self._db.execute(
+                    f"SELECT id, source, provenance FROM candidates WHERE id IN ({','.join('?' * len(part))})", part):
+                lattice = json.loads(provenance).get("lattice") if provenance else None
+                out[int(cid)] = f"{source}/{lattice}" if lattice else str(source)
+        return out
+
+    def candidate_counts(self, ids: Sequence[int] | None = None) -> dict[int, dict[str, float]]:
+        """id -> composition {element: atoms in the cell} of all candidates (or of `ids`), read
+        from the stored formulas: no structure is parsed."""
+        from ase.formula import Formula
+
+        sql = "SELECT id, formula FROM candidates"
+        if ids is None:
+            rows: Iterable = self._db.execute(sql + " ORDER BY id")
+        else:
+            rows = [r for part in _id_chunks(ids)
+                    for r in self._db.execute(sql + f" WHERE id IN ({','.join('?' * len(part))})", part)]
+        return {int(r[0]): {el: float(n) for el, n in Formula(r[1]).count().items()} for r in rows}
 
     def candidate_ids(self) -> list[int]:
         return [r[0] for r in self._db.execute("SELECT id FROM candidates ORDER BY id")]
@@ -557,9 +596,10 @@ class CampaignStore:
             "SELECT id, candidate_id, grade, structure FROM snapshots WHERE stage = ? AND pass = ?"
             " ORDER BY candidate_id", (int(stage), int(pass_no)))]
 
-    def stage_results(self, stage: int, status: str | None = None) -> list[StageResult]:
+    def stage_results(self, stage: int, status: str | None = None, structures: bool = True) -> list[StageResult]:
+        """Each candidate's result in `stage` (atoms None when `structures` is False)."""
         sql = ("SELECT candidate_id, stage, status, potential_id, energy, energy_per_atom, grade, steps,"
-               " structure, kept FROM stage_results WHERE stage = ?")
+               f" {'structure' if structures else 'NULL'}, kept FROM stage_results WHERE stage = ?")
         args: tuple = (int(stage),)
         if status is not None:
             sql += " AND status = ?"
@@ -569,6 +609,17 @@ class CampaignStore:
             out.append(StageResult(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7],
                                    None if r[8] is None else atoms_from_json(r[8]),
                                    None if r[9] is None else bool(r[9])))
+        return out
+
+    def stage_structures(self, stage: int, ids: Sequence[int]) -> dict[int, Atoms]:
+        """candidate id -> structure of its result in `stage` (relaxed by that stage), for `ids`
+        (read in chunks; ids without a stored structure are left out)."""
+        out = {}
+        for part in _id_chunks(ids):
+            for cid, text in self._db.execute(
+                    "SELECT candidate_id, structure FROM stage_results WHERE stage = ? AND structure IS NOT NULL"
+                    f" AND candidate_id IN ({','.join('?' * len(part))})", (int(stage), *part)):
+                out[int(cid)] = atoms_from_json(text)
         return out
 
     def set_kept(self, stage: int, kept_ids: Iterable[int]) -> None:
@@ -711,20 +762,31 @@ class CampaignStore:
             "SELECT item FROM relaxations WHERE stage = ? AND pass = ?", (int(stage), int(pass_no)))}
 
     def relaxations(self, stage: int, pass_no: int | None = None, latest: bool = False,
-                    structures: bool = True) -> dict[int, "PassRow"]:
+                    structures: bool = True, items: Sequence[int] | None = None) -> dict[int, "PassRow"]:
         """item -> row of pass `pass_no`, or (latest=True) each item's row of its highest pass
-        up to `pass_no` (all passes when None)."""
+        up to `pass_no` (all passes when None); only `items` when given (read in chunks)."""
+        if items is not None:
+            out: dict[int, PassRow] = {}
+            for part in _id_chunks(items):
+                out.update(self._relaxations(stage, pass_no, latest, structures, part))
+            return dict(sorted(out.items()))
+        return self._relaxations(stage, pass_no, latest, structures, None)
+
+    def _relaxations(self, stage: int, pass_no: int | None, latest: bool, structures: bool,
+                     items: list[int] | None) -> dict[int, "PassRow"]:
         cols = "item, pass, kind, status, potential_id, energy, energy_per_atom, grade, steps, fmax, " + \
             ("structure" if structures else "NULL")
+        among = "" if items is None else f" AND item IN ({','.join('?' * len(items))})"
+        chosen: tuple = () if items is None else tuple(items)
         if latest:
             limit = "" if pass_no is None else " AND pass <= ?"
             args: tuple = (int(stage),) + (() if pass_no is None else (int(pass_no),))
-            sql = (f"SELECT {cols} FROM relaxations r WHERE stage = ?{limit} AND pass = (SELECT MAX(pass)"
+            sql = (f"SELECT {cols} FROM relaxations r WHERE stage = ?{limit}{among} AND pass = (SELECT MAX(pass)"
                    f" FROM relaxations q WHERE q.stage = r.stage AND q.item = r.item{limit.replace('pass', 'q.pass')})")
-            args = args + args[1:]
+            args = args + chosen + args[1:]
         else:
-            sql = f"SELECT {cols} FROM relaxations WHERE stage = ? AND pass = ?"
-            args = (int(stage), int(pass_no))
+            sql = f"SELECT {cols} FROM relaxations WHERE stage = ? AND pass = ?{among}"
+            args = (int(stage), int(pass_no)) + chosen
         out = {}
         for r in self._db.execute(sql + " ORDER BY item", args):
             out[r[0]] = PassRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
@@ -791,7 +853,7 @@ class CampaignStore:
                 out[table] = [tuple(r) for r in self._db.execute(f"SELECT {cols} FROM {table} ORDER BY {cols}")]
         out["steps"] = [tuple(r) for r in self._db.execute("SELECT name, info FROM steps ORDER BY name")]
         out["meta"] = [tuple(r) for r in self._db.execute(
-            "SELECT key, value FROM meta WHERE key NOT IN ('stage_seconds') ORDER BY key")]
+            "SELECT key, value FROM meta WHERE key NOT IN ('stage_seconds', 'peak_memory_mb') ORDER BY key")]
         return out
 
     # -- evolutionary search -----------------------------------------------------------------

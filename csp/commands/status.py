@@ -109,7 +109,7 @@ def current_step(store, now: float | None = None) -> tuple[str, str]:
 
 
 def _hull_phases(store) -> list[str]:
-    from csp.campaign.results import final_hull
+    from csp.hull import final_hull
     from csp.report.render import space_group
 
     elements = store.get_meta("elements") or []

@@ -32,6 +32,7 @@ from csp.evolution.population import (Individual, assign_fitness, hull_of, niche
 from csp.evolution.space import SearchSpace, min_distance_ratio, reduced_copy
 from csp.hull import Hull
 from csp.relax import Evaluator
+from csp.validate import setting
 
 # list of structures -> (relaxed structures, total energies eV; NaN/None for a failed relaxation)
 RelaxFn = Callable[[list[Atoms]], tuple[Sequence[Atoms], Sequence[float | None]]]
@@ -69,16 +70,16 @@ class EvolutionSettings:
     """Parameters of the search (the `candidates: evolution:` section). fractions: operator name ->
     share of the offspring (normalised; names in OPERATOR_NAMES). Energies/tolerances eV/atom."""
 
-    population_size: int = 20
-    offspring: int | None = None            # per generation; default population_size
-    generations: int = 20
-    stall_generations: int = 5
-    elite: int | None = None                # survivors of the previous population; default size // 2
-    fittest_fraction: float = 0.6
-    tournament_size: int = 2
-    fractions: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
-    niche_tol: float = 0.3
-    hull_tol: float = 0.001
+    population_size: int = setting(20, lo=2, hi=100000)
+    offspring: int | None = setting(None, lo=1)   # per generation; default population_size
+    generations: int = setting(20, lo=0)
+    stall_generations: int = setting(5, lo=1)
+    elite: int | None = setting(None, lo=0)       # survivors of the previous population; default size // 2
+    fittest_fraction: float = setting(0.6, lo=0.01, hi=1.0)
+    tournament_size: int = setting(2, lo=1)
+    fractions: Mapping[str, float] = setting(factory=lambda: dict(DEFAULT_FRACTIONS))
+    niche_tol: float = setting(0.3, lo=0.0)
+    hull_tol: float = setting(0.001, lo=0.0)
     max_operator_tries: int = 20            # operator calls per offspring before giving up on it
     lattice_strain: float = 0.1
     softmode_modes: int = 3

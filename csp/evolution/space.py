@@ -10,7 +10,7 @@ searches: the convex hull needs them as references.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -23,6 +23,7 @@ from csp.errors import InputError
 from csp.structures import spg
 from csp.structures.random_structures import _min_distances, _shortest_lattice_vector
 from csp.structures.volume import atomic_volume
+from csp.validate import setting
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,12 @@ class SearchSpace:
     minimum distance as a fraction of the sum of covalent radii."""
 
     elements: tuple[str, ...]
-    max_atoms: int = 16
-    min_atoms: int = 1
-    composition: tuple[int, ...] | None = None
-    fraction_range: Mapping[str, tuple[float, float]] = field(default_factory=dict)
-    volume_range: tuple[float, float] = (0.6, 2.0)
-    distance_factor: float = 0.75
+    max_atoms: int = setting(16, lo=1, hi=200)
+    min_atoms: int = setting(1, lo=1)
+    composition: tuple[int, ...] | None = setting(None)
+    fraction_range: Mapping[str, tuple[float, float]] = setting(factory=dict)
+    volume_range: tuple[float, float] = setting((0.6, 2.0))
+    distance_factor: float = setting(0.75, lo=0.1, hi=1.5)
 
     def __post_init__(self) -> None:
         els = tuple(self.elements)

@@ -73,6 +73,11 @@ from csp.mtp.neighbors import csr_batch
 from csp.mtp.potential import MTP
 
 MODES = ("configuration", "neighborhood")
+# csp's active learning grades in neighbourhood mode: one row per atom, so even the first potential
+# of a stage (tens of configurations, up to ~300 basis functions at level 20) has a full-rank active
+# set; in configuration mode (one row per configuration) a level-16 stage starting on ~60
+# configurations graded every structure "broken" (directions no training row spans grade ~1/eps)
+DEFAULT_MODE = "neighborhood"
 COEFFICIENTS = ("linear", "all")
 VIRTUAL_EPS = 1e-6
 NOISE_FLOOR = 1e-9  # columns with norm below this fraction of the largest are rounding noise
@@ -258,7 +263,7 @@ class ActiveSet:
     coefficients: str = "linear"
 
     @classmethod
-    def build(cls, mtp: MTP, training: Sequence, mode: str = "neighborhood",
+    def build(cls, mtp: MTP, training: Sequence, mode: str = DEFAULT_MODE,
               species: Sequence[str] | None = None, coefficients: str = "linear") -> "ActiveSet":
         """MaxVol active set of the training structures (Configurations, ase.Atoms or a FitData),
         over the linear coefficients (default) or all coefficients (as MLIP). Total: any number

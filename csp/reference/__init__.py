@@ -8,6 +8,6 @@ raise for a failed calculation.
 """
 
 from csp.reference.core import BACKENDS, Outcome, Reference, get_reference, validate_section
-from csp.reference.operations import RelaxSettings
+from csp.reference.operations import ReferenceRelaxSettings
 
-__all__ = ["BACKENDS", "Outcome", "Reference", "RelaxSettings", "get_reference", "validate_section"]
+__all__ = ["BACKENDS", "Outcome", "Reference", "ReferenceRelaxSettings", "get_reference", "validate_section"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,17 +31,19 @@ from types import ModuleType
 
 import ase.io
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 
 from csp.atomic import atomic_write
-from csp.reference import common
-from csp.reference.operations import OPTIMIZERS, AttemptResult, RelaxSettings, run_attempt
+from csp.reference.operations import AttemptResult, ReferenceRelaxSettings, run_attempt
+from csp.validate import did_you_mean, fail, mapping, number, read, show, string
 
+# the registry: calculator name -> backend module (any other calculator: an import path, `custom`)
 BACKENDS = {"emt": "csp.reference.emt", "gpaw": "csp.reference.gpaw",
             "vasp": "csp.reference.vasp", "espresso": "csp.reference.espresso"}
+DEFAULT_CALCULATOR = "emt"
 SECTION_KEYS = ("calculator", "relax", "timeout", "fallbacks", "isolation")
-RELAX_KEYS = ("fmax", "stress_tol", "max_steps", "pressure", "cell", "optimizer", "keep_symmetry")
 ISOLATIONS = ("inline", "process")
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 # Environment variables that make a process believe it is an MPI rank; removed for children.
 _MPI_ENV_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPIR_", "MPI_LOCAL", "I_MPI_")
 
@@ -103,29 +106,13 @@ def _merge(params: dict, override: dict) -> dict:
     return out
 
 
-def _relax_settings(value, where: str) -> RelaxSettings:
-    sec = common.mapping(value, where)
-    common.check_keys(sec, RELAX_KEYS, where)
-    d = RelaxSettings()
-    return RelaxSettings(
-        fmax=common.number(sec.get("fmax", d.fmax), f"{where}.fmax", positive=True),
-        stress_tol=common.number(sec.get("stress_tol", d.stress_tol / units.GPa), f"{where}.stress_tol",
-                                 positive=True) * units.GPa,
-        max_steps=common.integer(sec.get("max_steps", d.max_steps), f"{where}.max_steps", lo=1),
-        pressure=common.number(sec.get("pressure", 0.0), f"{where}.pressure") * units.GPa,
-        cell=common.boolean(sec.get("cell", d.cell), f"{where}.cell"),
-        optimizer=common.string(sec.get("optimizer", d.optimizer), f"{where}.optimizer", OPTIMIZERS),
-        keep_symmetry=common.boolean(sec.get("keep_symmetry", d.keep_symmetry), f"{where}.keep_symmetry"),
-    )
-
-
 @dataclass(frozen=True)
 class Reference:
     """A configured reference calculator. Build it with `get_reference(section)`.
 
     name: 'emt' | 'gpaw' | 'vasp' | 'espresso' | 'package.module.Class'.
     parameters: validated backend settings. raw: the backend keys as written in the YAML
-    (fallbacks are merged onto these and re-validated). relax_settings: see RelaxSettings.
+    (fallbacks are merged onto these and re-validated). relax_settings: see ReferenceRelaxSettings.
     timeout: wall-time limit per attempt in s (None: unlimited). fallbacks: parameter
     overrides tried in order after a failed attempt. isolation: 'inline' (in this process;
     SIGALRM time limit) or 'process' (a child process killed at the time limit).
@@ -134,7 +121,7 @@ class Reference:
     name: str
     parameters: dict
     raw: dict
-    relax_settings: RelaxSettings
+    relax_settings: ReferenceRelaxSettings
     timeout: float | None
     fallbacks: tuple[dict, ...]
     isolation: str
@@ -298,28 +285,35 @@ def get_reference(section: dict | str | None, where: str = "reference") -> Refer
     if isinstance(section, str):
         section = {"calculator": section}
     if not isinstance(section, dict):
-        common.fail(where, f"expected a mapping with key 'calculator', got {common.show(section)}")
-    name = common.string(section.get("calculator", "emt"), f"{where}.calculator")
-    if name not in BACKENDS and "." not in name:
-        common.fail(f"{where}.calculator", f"unknown calculator {name!r}; allowed: {', '.join(BACKENDS)} "
-                    "or an import path such as ase.calculators.lj.LennardJones")
+        fail(where, f"expected a mapping with key 'calculator', got {show(section)}")
+    name = _calculator_name(section.get("calculator", DEFAULT_CALCULATOR), f"{where}.calculator")
     module = backend_module(name)
+    mapping(section, where, SECTION_KEYS + tuple(module.KEYS))
     raw = {k: v for k, v in section.items() if k not in SECTION_KEYS}
     parameters = _validate_params(name, raw, where)
-    relax = _relax_settings(section.get("relax"), f"{where}.relax")
+    relax = read(ReferenceRelaxSettings, section.get("relax"), f"{where}.relax")
     timeout = section.get("timeout", module.TIMEOUT)
     if timeout is not None:
-        timeout = common.number(timeout, f"{where}.timeout", positive=True)
+        timeout = number(timeout, f"{where}.timeout", positive=True)
     fallbacks_raw = section.get("fallbacks", module.FALLBACKS)
     if fallbacks_raw is None:
         fallbacks_raw = []
     if not isinstance(fallbacks_raw, list):
-        common.fail(f"{where}.fallbacks", f"expected a list of mappings, got {common.show(fallbacks_raw)}")
+        fail(f"{where}.fallbacks", f"expected a list of mappings, got {show(fallbacks_raw)}")
     fallbacks = []
     for i, fb in enumerate(fallbacks_raw):
-        fb = common.mapping(fb, f"{where}.fallbacks[{i}]")
+        fb = mapping(fb, f"{where}.fallbacks[{i}]")
         _validate_params(name, _merge(raw, fb), f"{where}.fallbacks[{i}]")
         fallbacks.append(fb)
-    isolation = common.string(section.get("isolation", module.ISOLATION), f"{where}.isolation", ISOLATIONS)
+    isolation = string(section.get("isolation", module.ISOLATION), f"{where}.isolation", ISOLATIONS)
     return Reference(name=name, parameters=parameters, raw=raw, relax_settings=relax, timeout=timeout,
                      fallbacks=tuple(fallbacks), isolation=isolation)
+
+
+def _calculator_name(value, key: str) -> str:
+    """A registered calculator (`BACKENDS`) or the import path of an ASE calculator class."""
+    name = string(value, key)
+    if name not in BACKENDS and not _IMPORT_PATH.match(name):
+        fail(key, f"unknown calculator {name!r}{did_you_mean(name, BACKENDS)}; allowed: {', '.join(BACKENDS)} "
+                  "or an import path such as ase.calculators.lj.LennardJones")
+    return name

@@ -14,7 +14,7 @@ from pathlib import Path
 from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
 
-from csp.reference.common import check_keys, fail, mapping
+from csp.validate import fail, mapping
 
 NAME = "custom"
 KEYS = ("parameters",)
@@ -37,7 +37,7 @@ def import_class(path: str, where: str) -> type:
 
 
 def validate(params: dict, where: str, class_path: str) -> dict:
-    check_keys(params, KEYS, where)
+    mapping(params, where, KEYS)
     cls = import_class(class_path, f"{where}.calculator")
     kwargs = mapping(params.get("parameters"), f"{where}.parameters")
     try:

@@ -14,7 +14,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.calculators.emt import EMT, parameters as _EMT_PARAMETERS
 
-from csp.reference.common import check_keys, fail
+from csp.validate import fail, mapping
 
 NAME = "emt"
 KEYS: tuple[str, ...] = ()
@@ -26,7 +26,7 @@ ELEMENTS = tuple(_EMT_PARAMETERS)
 
 def validate(params: dict, where: str) -> dict:
     """EMT has no settings: any key is an error."""
-    check_keys(params, KEYS, where)
+    mapping(params, where, KEYS)
     return {}
 
 

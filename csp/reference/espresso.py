@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ase import Atoms
 
-from csp.reference.common import check_keys, fail, kpoint_mesh, mapping, number, string
+from csp.reference.kpoints import kpoint_mesh
+from csp.validate import fail, mapping, number, string
 
 NAME = "espresso"
 INPUT_DEFAULTS = {"ecutwfc": 60.0, "occupations": "smearing", "smearing": "mv", "degauss": 0.01,
@@ -31,7 +32,7 @@ FALLBACKS = [{"parameters": {"electron_maxstep": 300, "mixing_beta": 0.2}}]
 
 
 def validate(params: dict, where: str) -> dict:
-    check_keys(params, KEYS, where)
+    mapping(params, where, KEYS)
     if "pseudopotentials" not in params:
         fail(f"{where}.pseudopotentials", "required: a mapping element -> pseudopotential file")
     if "pseudo_dir" not in params:

@@ -35,7 +35,8 @@ from pathlib import Path
 
 from ase import Atoms
 
-from csp.reference.common import boolean, check_keys, fail, integer, kpoint_mesh, mapping, number, string
+from csp.reference.kpoints import kpoint_mesh
+from csp.validate import boolean, fail, integer, mapping, number, string
 
 NAME = "gpaw"
 DEFAULTS = {
@@ -60,7 +61,7 @@ _LAUNCHER_VARIABLES = ("PMI_SIZE", "PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_SIZ
 
 
 def validate(params: dict, where: str) -> dict:
-    check_keys(params, KEYS, where)
+    mapping(params, where, KEYS)
     p = {**DEFAULTS, **params}
     out = {
         "ecut": number(p["ecut"], f"{where}.ecut", positive=True),

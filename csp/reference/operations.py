@@ -22,26 +22,28 @@ from ase.calculators.calculator import PropertyNotImplementedError, SCFError
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.parallel import DummyMPI
 
+from csp.validate import setting, to_yaml
+
 OPTIMIZERS = ("BFGS", "LBFGS", "FIRE", "BFGSLineSearch")
 
 
 @dataclass(frozen=True)
-class RelaxSettings:
-    """Relaxation settings: fmax eV/Å, stress_tol eV/Å³, pressure eV/Å³ (GPa in the YAML)."""
+class ReferenceRelaxSettings:
+    """The reference calculator's relaxation (`reference.relax`; ASE optimizers on a
+    FrechetCellFilter): fmax eV/Å, stress_tol and pressure eV/Å³ (GPa in the YAML). Not the
+    screening's batched MTP relaxation (`screening.relax`: `csp.config.MTPRelaxSettings`)."""
 
-    fmax: float = 0.01
-    stress_tol: float = 0.1 * units.GPa
-    max_steps: int = 300
-    pressure: float = 0.0
-    cell: bool = True
-    optimizer: str = "BFGS"
-    keep_symmetry: bool = False
+    fmax: float = setting(0.01, positive=True)
+    stress_tol: float = setting(0.1 * units.GPa, unit=units.GPa, positive=True)
+    max_steps: int = setting(300, lo=1)
+    pressure: float = setting(0.0, unit=units.GPa)
+    cell: bool = setting(True)
+    optimizer: str = setting("BFGS", choices=OPTIMIZERS)
+    keep_symmetry: bool = setting(False)
 
     def as_dict(self) -> dict:
-        """YAML-style dictionary (pressure and stress_tol in GPa)."""
-        return {"fmax": self.fmax, "stress_tol": self.stress_tol / units.GPa, "max_steps": self.max_steps,
-                "pressure": self.pressure / units.GPa, "cell": self.cell, "optimizer": self.optimizer,
-                "keep_symmetry": self.keep_symmetry}
+        """YAML-style dictionary (pressure and stress_tol in GPa) that `csp.validate.read` reads back."""
+        return to_yaml(self)
 
 
 @dataclass
@@ -153,7 +155,7 @@ def single_point(atoms: Atoms, calc, directory: Path) -> AttemptResult:
     return AttemptResult(ok=True, atoms=_final(work, energy, forces, stress, 0.0))
 
 
-def relax(atoms: Atoms, calc, directory: Path, settings: RelaxSettings,
+def relax(atoms: Atoms, calc, directory: Path, settings: ReferenceRelaxSettings,
           deadline: float | None = None, log: Callable[[str], None] | None = None) -> AttemptResult:
     """Relax positions (and the cell, FrechetCellFilter) until max force <= fmax and
     max |σ + p·I| <= stress_tol, or max_steps optimizer steps. Trajectory in trajectory.extxyz."""
@@ -195,7 +197,7 @@ def relax(atoms: Atoms, calc, directory: Path, settings: RelaxSettings,
 
 
 def run_attempt(operation: str, atoms: Atoms, make_calc: Callable[[], object], directory: Path,
-                settings: RelaxSettings, timeout: float | None = None) -> AttemptResult:
+                settings: ReferenceRelaxSettings, timeout: float | None = None) -> AttemptResult:
     """Build the calculator and run `operation` ('single_point' or 'relax'), catching failures.
 
     The traceback of a failure is written to ``directory/error.txt``.

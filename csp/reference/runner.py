@@ -13,21 +13,18 @@ import sys
 from pathlib import Path
 
 import ase.io
-from ase import units
 
 from csp.atomic import atomic_write
 from csp.reference.core import backend_module
-from csp.reference.operations import RelaxSettings, run_attempt
+from csp.reference.operations import ReferenceRelaxSettings, run_attempt
+from csp.validate import read
 
 
 def main(directory: str) -> int:
     adir = Path(directory)
     request = json.loads((adir / "request.json").read_text())
     atoms = ase.io.read(adir / "input.extxyz", format="extxyz", parallel=False)
-    r = dict(request["relax"])
-    settings = RelaxSettings(fmax=r["fmax"], stress_tol=r["stress_tol"] * units.GPa, max_steps=r["max_steps"],
-                             pressure=r["pressure"] * units.GPa, cell=r["cell"], optimizer=r["optimizer"],
-                             keep_symmetry=r["keep_symmetry"])
+    settings = read(ReferenceRelaxSettings, request["relax"], "relax")
     module = backend_module(request["calculator"])
     params = request["parameters"]
     result = run_attempt(request["operation"], atoms, lambda: module.make_calculator(params, atoms, adir),

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ase import Atoms
 
-from csp.reference.common import check_keys, fail, kpoint_mesh, mapping, number, string
+from csp.reference.kpoints import kpoint_mesh
+from csp.validate import fail, mapping, number, string
 
 NAME = "vasp"
 INCAR_DEFAULTS = {"xc": "PBE", "encut": 520, "prec": "Accurate", "ediff": 1e-6, "ismear": 1,
@@ -30,7 +31,7 @@ FALLBACKS = [{"parameters": {"nelm": 300, "algo": "All", "amix": 0.05, "bmix": 0
 
 
 def validate(params: dict, where: str) -> dict:
-    check_keys(params, KEYS, where)
+    mapping(params, where, KEYS)
     command = params.get("command")
     return {
         "command": None if command is None else string(command, f"{where}.command"),

@@ -16,7 +16,8 @@ from typing import Any
 from ase import Atoms
 
 from csp.errors import InputError
-from csp.hull import DEFAULT_TOLERANCE, Hull, HullEntry, atom_counts, build_hull
+from csp.hull import DEFAULT_TOLERANCE, Hull, HullEntry, atom_counts, build_hull, final_hull
+from csp.relax import USABLE
 
 STAGES = ("generated", "stage1", "stage2", "reference")  # "stage3", ... for longer screenings
 DEFAULT_WITHIN = 0.050   # eV/atom: the report's table of structures near the hull
@@ -200,7 +201,7 @@ class ReportData:
     sigma: stage name -> σ (cross-validated RMSE, eV/atom) of the stage's final potential;
     settings: the search as written (nested dict, shown as a table); within: eV/atom, the
     distance from the hull up to which reference-relaxed structures are listed; final_hull: the
-    hull when the caller built it (`collect` uses `csp.campaign.results.final_hull`), else
+    hull when the caller built it (`collect` uses `csp.hull.final_hull`), else
     `hull()` builds it from the candidates' reference energies."""
 
     elements: list[str]
@@ -220,6 +221,7 @@ class ReportData:
     stages: list[StageSummary] = field(default_factory=list)
     skipped: list[SkippedSurvivor] = field(default_factory=list)
     stop_reason: str = ""
+    reference_stage: dict = field(default_factory=dict)
     within: float = DEFAULT_WITHIN
     final_hull: Hull | None = field(default=None, repr=False)
 
@@ -305,10 +307,9 @@ def _missing_survivor_notes(store, stages: list[StageSummary], failed_relax: set
     lost = sorted(kept & failed_relax)
     if not lost:
         return []
-    from csp.campaign.learn import USABLE as ok
     entries = [HullEntry.from_atoms(r.atoms, id=str(r.candidate_id), energy=r.energy)
                for r in store.stage_results(last.stage)
-               if r.status in ok and r.atoms is not None and r.energy is not None]
+               if r.status in USABLE and r.atoms is not None and r.energy is not None]
     try:
         mtp_hull = build_hull(entries, elements=elements)
         above = {row.id: row.e_above_hull for row in mtp_hull.rows}
@@ -330,21 +331,18 @@ def _missing_survivor_notes(store, stages: list[StageSummary], failed_relax: set
 
 def collect(store, within: float = DEFAULT_WITHIN) -> ReportData:
     """Everything the report shows, from a `csp.campaign.store.CampaignStore` (eV/atom)."""
-    from csp.campaign.results import final_hull
-
     elements = list(store.get_meta("elements") or [])
     ref_settings = store.get_meta("reference") or {}
     counts = store.counts()
     stage_numbers = _stage_numbers(store)
     stage_rows = {s: {r.candidate_id: r for r in store.stage_results(s)} for s in stage_numbers}
-    from csp.campaign.learn import USABLE as ok
     relaxations = {r.candidate_id: r for r in store.reference_calls("relax")}
     records, compositions = [], {}
     for cid, atoms in store.candidates():
         stage_name, best, mtp_e = "generated", atoms, {}
         for stage, rows in stage_rows.items():
             r = rows.get(cid)
-            if r is None or r.energy_per_atom is None or r.status not in ok:
+            if r is None or r.energy_per_atom is None or r.status not in USABLE:
                 continue
             mtp_e[f"stage{stage}"] = r.energy_per_atom
             stage_name = f"stage{stage}"
@@ -399,6 +397,12 @@ def collect(store, within: float = DEFAULT_WITHIN) -> ReportData:
     ref_info = store.step_info("reference_relaxed") or {}
     skipped = [SkippedSurvivor(candidate_id=str(d.get("candidate_id")), predicted_above_hull=d.get("predicted_above_hull"),
                                reason=str(d.get("reason", ""))) for d in ref_info.get("skipped") or []]
+    reference_stage = {k: ref_info[k] for k in ("survivors", "relaxed", "batches", "refits", "bound", "bound_used",
+                                                "max_prediction_error") if k in ref_info}
+    if ref_info.get("bound_used") is not None and ref_info["bound_used"] > ref_info.get("bound", 0.0):
+        notes.append(f"Reference stage: a survivor's reference relaxation landed "
+                     f"{1000 * ref_info['max_prediction_error']:.1f} meV/atom below its prediction, beyond the audited "
+                     f"bound of {1000 * ref_info['bound']:.1f} meV/atom; the bound was widened to that error.")
     evolution = None
     gens = store.generations()
     if gens:
@@ -422,4 +426,4 @@ def collect(store, within: float = DEFAULT_WITHIN) -> ReportData:
                       failures=failures, sigma=sigma, name=str(store.get_meta("name") or ""), notes=notes,
                       evolution=evolution, settings=settings if isinstance(settings, dict) else {},
                       stages=stages, skipped=skipped, stop_reason=str(ref_info.get("stop_reason") or ""),
-                      within=within, final_hull=hull)
+                      reference_stage=reference_stage, within=within, final_hull=hull)

@@ -42,8 +42,7 @@ def _species(store, mtp=None) -> list[str]:
 
 
 def _write_potentials(store, out: Path, training_atoms: list) -> list[Path]:
-    from csp.campaign import model
-    from csp.mtp.grade import active_set_path
+    from csp.mtp.grade import DEFAULT_MODE, ActiveSet, active_set_path
     from csp.mtp.io import read_mtp
 
     pot_dir = out / "potentials"
@@ -61,7 +60,7 @@ def _write_potentials(store, out: Path, training_atoms: list) -> list[Path]:
         mtp = read_mtp(path)
         train = training_atoms[: int(pot["n_train"])]
         if train:
-            aset = model.active_set(mtp, train, _species(store, mtp))
+            aset = ActiveSet.build(mtp, train, mode=DEFAULT_MODE, species=_species(store, mtp))   # the campaign's mode
             als = active_set_path(path)
             tmp = als.with_name(f".{als.name}.tmp")
             aset.save(tmp)
@@ -94,7 +93,7 @@ def export_run(store, out_dir: str | os.PathLike) -> dict[str, Path]:
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from csp.campaign.results import final_hull, reference_entries
+    from csp.hull import final_hull, reference_entries
     from csp.report.render import space_group, structure_name, write_cif
 
     out = Path(out_dir)

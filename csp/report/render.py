@@ -289,6 +289,7 @@ def write_report(data: ReportData, out_dir: str | os.PathLike) -> dict[str, Path
         "stages": _stage_doc(data),
         "skipped_survivors": [vars(s).copy() for s in data.skipped],
         "stop_reason": data.stop_reason,
+        "reference_stage": dict(data.reference_stage),
         "wall_time": dict(data.stage_seconds),
         "failures": [vars(f).copy() for f in data.failures],
         "notes": notes,
@@ -479,6 +480,17 @@ def _stage_table(doc: dict) -> tuple[list[str], list[list]]:
     return head, rows
 
 
+def _reference_stage_text(doc: dict) -> str:
+    """One sentence on the reference stage's work: relaxed survivors, batches, refits, the bound
+    and the largest prediction error seen (empty for stores that did not record them)."""
+    r = doc.get("reference_stage") or {}
+    if "relaxed" not in r or "refits" not in r:
+        return ""
+    return (f"{r['relaxed']} of {r['survivors']} survivors relaxed in {r['batches']} batches, "
+            f"{r['refits']} refits of the potential; bound {1000 * r['bound_used']:.1f} meV/atom (audited "
+            f"{1000 * r['bound']:.1f}), largest prediction error {1000 * r['max_prediction_error']:.1f} meV/atom.")
+
+
 def _skipped_rows(doc: dict) -> list[list]:
     return [[s["candidate_id"], Cell.mev(s["predicted_above_hull"]), s["reason"]] for s in doc["skipped_survivors"]]
 
@@ -596,7 +608,7 @@ def _markdown(data: ReportData, doc: dict, figures: dict[str, bytes]) -> str:
     if doc["skipped_survivors"] or doc["stop_reason"]:
         parts += ["", "## Reference relaxation of the survivors", ""]
         if doc["stop_reason"]:
-            parts.append(f"Reference relaxations stopped: {doc['stop_reason']}.")
+            parts.append(f"Reference relaxations stopped: {doc['stop_reason']}. {_reference_stage_text(doc)}")
         if doc["skipped_survivors"]:
             parts += ["", "### Skipped survivors", "",
                       _md_table(["candidate", "predicted above hull (meV/atom)", "reason"], _skipped_rows(doc))]
@@ -695,7 +707,8 @@ def _html(data: ReportData, doc: dict, figures: dict[str, bytes]) -> str:
     if doc["skipped_survivors"] or doc["stop_reason"]:
         parts.append('<h2 id="survivors">Reference relaxation of the survivors</h2>')
         if doc["stop_reason"]:
-            parts.append(f"<p>Reference relaxations stopped: {esc(doc['stop_reason'])}.</p>")
+            parts.append(f"<p>Reference relaxations stopped: {esc(doc['stop_reason'])}. "
+                         f"{esc(_reference_stage_text(doc))}</p>")
         if doc["skipped_survivors"]:
             parts += ['<h3 id="skipped">Skipped survivors</h3>',
                       _html_table(["candidate", "predicted above hull (meV/atom)", "reason"], _skipped_rows(doc),

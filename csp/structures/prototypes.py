@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import yaml
 from ase import Atoms
@@ -38,6 +38,7 @@ from ase.data import atomic_numbers
 from ase.spacegroup import crystal
 
 from csp.errors import InputError
+from csp.validate import fail, integer, mapping, number, sequence
 from csp.structures.volume import vegard_volume
 from csp.structures.wyckoff import primitive_cell, space_group
 
@@ -114,56 +115,65 @@ def library_dir() -> Path:
     return path
 
 
-def _cellpar(lat: dict, number: int, where: str) -> tuple[float, ...]:
-    if not isinstance(lat, dict) or "a" not in lat:
-        raise InputError(f"{where}: key 'lattice' needs at least 'a'")
-    a = float(lat["a"])
-    if number >= 195:
+def _cellpar(lat: Any, space_group: int) -> tuple[float, ...]:
+    lat = mapping(lat, "lattice")
+    if "a" not in lat:
+        fail("lattice", "needs at least 'a'")
+    length = {k: number(lat.get(k, lat["a"]), f"lattice.{k}", positive=True) for k in ("a", "b", "c")}
+    a = length["a"]
+    if space_group >= 195:
         b = c = a
-    elif number >= 75:
-        b, c = a, float(lat.get("c", a))
+    elif space_group >= 75:
+        b, c = a, length["c"]
     else:
-        b, c = float(lat.get("b", a)), float(lat.get("c", a))
-    gamma = 120.0 if 143 <= number <= 194 else float(lat.get("gamma", 90.0))
-    alpha, beta = float(lat.get("alpha", 90.0)), float(lat.get("beta", 90.0))
+        b, c = length["b"], length["c"]
+    gamma = 120.0 if 143 <= space_group <= 194 else number(lat.get("gamma", 90.0), "lattice.gamma", positive=True)
+    alpha = number(lat.get("alpha", 90.0), "lattice.alpha", positive=True)
+    beta = number(lat.get("beta", 90.0), "lattice.beta", positive=True)
     return (a, b, c, alpha, beta, gamma)
 
 
+def _site(value: Any, key: str) -> Site:
+    s = mapping(value, key, ("wyckoff", "coords", "sublattice"))
+    for k in ("wyckoff", "coords", "sublattice"):
+        if k not in s:
+            fail(f"{key}.{k}", "missing (a site needs wyckoff, coords (3 numbers), sublattice)")
+    coords = sequence(s["coords"], f"{key}.coords")
+    if len(coords) != 3:
+        fail(f"{key}.coords", f"expected 3 numbers, got {len(coords)}")
+    site = Site(str(s["wyckoff"]), tuple(number(x, f"{key}.coords[{i}]") for i, x in enumerate(coords)),
+                str(s["sublattice"]))
+    if site.sublattice not in atomic_numbers:
+        fail(f"{key}.sublattice", f"'{site.sublattice}' must be the element of the prototype compound on that site")
+    return site
+
+
 def load_prototype(path: str | Path) -> Prototype:
-    """Read and validate one prototype YAML file."""
+    """Read and validate one prototype YAML file (errors: `<file>: key '<key>': <message>`)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a mapping of prototype keys")
-    missing = [k for k in _REQUIRED if k not in data]
-    if missing:
-        raise InputError(f"{path}: missing key(s) {', '.join(missing)}")
-    number = data["space_group"]
-    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 230:
-        raise InputError(f"{path}: key 'space_group' must be an integer 1–230")
-    sites = []
-    for i, s in enumerate(data["sites"] or []):
-        try:
-            coords = tuple(float(x) for x in s["coords"])
-            site = Site(str(s["wyckoff"]), coords, str(s["sublattice"]))
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"{path}: sites[{i}] needs wyckoff, coords (3 numbers), sublattice") \
-                from None
-        if len(coords) != 3:
-            raise InputError(f"{path}: sites[{i}].coords must have 3 numbers")
-        if site.sublattice not in atomic_numbers:
-            raise InputError(f"{path}: sites[{i}].sublattice '{site.sublattice}' must be the "
-                             "element of the prototype compound on that site")
-        sites.append(site)
+    try:
+        return _prototype(data, path)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def _prototype(data: Any, path: Path) -> Prototype:
+    data = mapping(data, "")
+    for k in _REQUIRED:
+        if k not in data:
+            fail(k, "missing (required)")
+    space_group = integer(data["space_group"], "space_group", lo=1, hi=230)
+    sites = tuple(_site(s, f"sites[{i}]") for i, s in enumerate(sequence(data["sites"] or [], "sites")))
     if not sites:
-        raise InputError(f"{path}: key 'sites' is empty")
+        fail("sites", "expected at least one site")
     return Prototype(
         name=str(data["name"]), strukturbericht=str(data["strukturbericht"]),
-        prototype=str(data["prototype"]), pearson=str(data["pearson"]), space_group=number,
-        cellpar=_cellpar(data["lattice"], number, str(path)), sites=tuple(sites),
+        prototype=str(data["prototype"]), pearson=str(data["pearson"]), space_group=space_group,
+        cellpar=_cellpar(data["lattice"], space_group), sites=sites,
         source=str(data["source"]), setting=int(data.get("setting", 1)),
         aflow=str(data.get("aflow", "")), note=str(data.get("note", "")), path=str(path))
 

@@ -49,3 +49,14 @@ def test_audit_sample_takes_vertices_then_a_seeded_draw_near_the_hull():
     assert len(wide) == 52 and sum(above[i] > 0.03 for i in wide) == 50 - 28   # beyond `within` once exhausted
     assert sample_size(5000, 20, 0.02) == 100 and sample_size(300, 20, 0.02) == 20 and sample_size(8, 20, 0.02) == 8
     assert sample_size(400_000, 20, 0.02, 200) == 200 and sample_size(400_000, 20, 0.02) == 8000
+
+
+def test_audit_sample_measures_every_stratum_near_the_hull():
+    """A minority source near the hull (3 prototypes among 200 enumerated structures) is audited
+    even when a uniform draw of 10 would most likely miss it; without strata the draw is as before."""
+    above = {i: 0.0001 * i for i in range(1, 204)}
+    strata = {i: ("prototype" if i in (50, 120, 170) else "enumerate/fcc") for i in above}
+    ids = audit_sample(above, n=10, within=0.03, exclude=set(), seed=0, strata=strata)
+    assert {50, 120, 170} <= set(ids) and len(ids) == 10
+    assert audit_sample(above, n=10, within=0.03, exclude=set(), seed=0) == \
+        audit_sample(above, n=10, within=0.03, exclude=set(), seed=0, strata={i: "x" for i in above})

@@ -47,7 +47,7 @@ def test_minimal_file_gets_defaults(tmp_path):
     assert s.run_dir == Path("runs") / "mini"
     assert s.candidates.enumerate.lattices == ("fcc", "bcc", "hcp")
     assert s.candidates.prototypes == ("all",)
-    assert s.reference.calculator == "emt"
+    assert s.reference.name == "emt"
     assert [st.level for st in s.screening.stages] == [10, 16]
     assert s.screening.active_learning.select_threshold == 2.0
     assert s.screening.active_learning.break_threshold == 10.0
@@ -59,10 +59,10 @@ def test_full_file_values_and_units(tmp_path):
     assert s.candidates.enumerate.lattices == ("fcc", "bcc") and s.candidates.enumerate.max_atoms == 6
     assert s.candidates.prototypes == ("L1_2", "B2")
     assert s.candidates.random.count == 10
-    assert s.reference.reference.relax_settings.fmax == 0.02
-    assert s.reference.reference.relax_settings.max_steps == 100
-    assert s.reference.reference.name == "emt"
-    assert [(st.level, st.window) for st in s.screening.stages] == [(8, 3.0), (12, 4.0)]
+    assert s.reference.relax_settings.fmax == 0.02
+    assert s.reference.relax_settings.max_steps == 100
+    assert s.reference.name == "emt"
+    assert [(st.level, st.window_sigmas) for st in s.screening.stages] == [(8, 3.0), (12, 4.0)]
     assert s.screening.relax.stress_tol == pytest.approx(0.2 * GPa)  # GPa in the file, eV/Å³ inside
     assert s.screening.relax.batch_size == 16
     assert s.screening.training.cv_folds == 3 and s.screening.training.max_iter == 200
@@ -156,4 +156,47 @@ def test_typo_suggests_the_right_key(tmp_path):
 
 def test_import_path_calculator_is_accepted(tmp_path):
     s = load_search(write(tmp_path, MINIMAL + "reference: {calculator: ase.calculators.lj.LennardJones}\n"))
-    assert s.reference.calculator == "ase.calculators.lj.LennardJones"
+    assert s.reference.name == "ase.calculators.lj.LennardJones"
+
+
+def test_defaults_are_the_dataclass_defaults(tmp_path):
+    from csp.config import CandidateSettings, ScreeningSettings
+    from csp.reference import ReferenceRelaxSettings
+
+    s = load_search(write(tmp_path, MINIMAL))
+    assert s.screening == ScreeningSettings() and s.candidates == CandidateSettings()
+    assert s.reference.relax_settings == ReferenceRelaxSettings()
+
+
+def test_allowed_names_come_from_the_registries(tmp_path, monkeypatch):
+    from csp.reference import BACKENDS
+    from csp.relax import OPTIMIZERS
+    from csp.structures.lattices import BUILTIN
+
+    bad = message_of(tmp_path, "candidates: {enumerate: {lattices: [fcx]}}\n")
+    assert f"expected one of {', '.join(BUILTIN)}, got 'fcx'" in bad
+    assert f"allowed: {', '.join(BACKENDS)} or an import path" in message_of(tmp_path, "reference: {calculator: emtt}\n")
+    assert f"expected one of {', '.join(OPTIMIZERS)}," in message_of(tmp_path, "screening: {relax: {optimizer: x}}\n")
+    # a new registry entry is a valid name at once
+    monkeypatch.setitem(BUILTIN, "fcx", BUILTIN["fcc"])
+    monkeypatch.setitem(BACKENDS, "emtt", BACKENDS["emt"])
+    s = load_search(write(tmp_path, MINIMAL + "candidates: {enumerate: {lattices: [fcx]}}\nreference: {calculator: emtt}\n"))
+    assert s.candidates.enumerate.lattices == ("fcx",) and s.reference.name == "emtt"
+
+
+def message_of(tmp_path, text: str) -> str:
+    with pytest.raises(InputError) as err:
+        load_search(write(tmp_path, MINIMAL + text))
+    return str(err.value)
+
+
+def test_message_format_is_file_key_message(tmp_path):
+    path = write(tmp_path, MINIMAL + "screening: {stages: [{level: 10, window: -4}]}\n")
+    with pytest.raises(InputError) as err:
+        load_search(path)
+    assert str(err.value) == f"{path}: key 'screening.stages[0].window': expected a positive number, got -4"
+
+
+def test_false_or_null_turns_a_source_off(tmp_path):
+    s = load_search(write(tmp_path, MINIMAL + "candidates: {enumerate: null, random: false, max_atoms: null}\n"))
+    assert s.candidates.enumerate is None and s.candidates.random is None and s.candidates.max_atoms is None

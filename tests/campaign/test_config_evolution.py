@@ -40,9 +40,9 @@ def test_evolution_true_means_defaults_and_absent_means_off(tmp_path):
 
 BAD = {
     "population": ("  evolution: {population_size: 1}\n", "key 'candidates.evolution.population_size'"),
-    "unknown_key": ("  evolution: {generation: 3}\n", "key 'candidates.evolution.generation' unknown key "
+    "unknown_key": ("  evolution: {generation: 3}\n", "key 'candidates.evolution.generation': unknown key "
                                                        "(did you mean 'generations'?)"),
-    "operator": ("  evolution: {fractions: {crossover: 1}}\n", "key 'candidates.evolution.fractions'"),
+    "operator": ("  evolution: {fractions: {crossover: 1}}\n", "key 'candidates.evolution.fractions.crossover'"),
     "no_share": ("  evolution: {fractions: {heredity: 0}}\n", "key 'candidates.evolution.fractions'"),
     "element": ("  evolution: {fraction_range: {Pd: [0, 1]}}\n", "key 'candidates.evolution.fraction_range'"),
     "composition": ("  evolution: {composition: [1]}\n", "key 'candidates.evolution.composition'"),

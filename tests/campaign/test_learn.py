@@ -15,6 +15,7 @@ from csp.campaign.model import relevant
 from csp.campaign.store import CampaignStore
 from csp.config import load_search
 from csp.campaign.learn import diverse_subset
+from csp.hull import atom_counts
 from csp.campaign.references import Job, run_references
 
 
@@ -46,7 +47,7 @@ def test_diverse_subset_covers_compositions_smallest_first():
         for el, k in re.findall(r"([A-Z][a-z]?)(\d*)", formula):
             syms += [el] * int(k or 1)
         atoms.set_chemical_symbols(syms)
-        cands.append((cid, atoms))
+        cands.append((cid, atom_counts(atoms)))
     first = diverse_subset(cands, 5, seed=0)
     assert first[:2] == [1, 3]  # the pure elements first, smallest cells
     assert set(first[2:]) == {4, 6, 8}  # then one per binary composition (CuPd as the 2-atom cell)

@@ -93,6 +93,9 @@ class StubModel:
 
         return evaluate, grade
 
+    def evaluator(self, mtp):
+        return self.graded_evaluator(mtp, mtp.known)[0]
+
     @staticmethod
     def select(mtp, aset, structures, n, species):
         picked, seen = [], set()
@@ -108,7 +111,7 @@ class StubModel:
 def stub(monkeypatch):
     def install(amplitude: float = 0.0) -> StubModel:
         s = StubModel(amplitude)
-        for name in ("train", "load", "active_set", "graded_evaluator", "select"):
+        for name in ("train", "load", "active_set", "graded_evaluator", "evaluator", "select"):
             monkeypatch.setattr(model, name, getattr(s, name))
         return s
     return install
@@ -118,14 +121,14 @@ YAML = """elements: [Cu, Pd]
 candidates: {{enumerate: {{lattices: [fcc], max_atoms: {n}}}, prototypes: false}}
 screening:
   stages: [{{level: 6}}]
-  active_learning: {{initial_training: 2, max_selected: {sel}, max_rounds: {rounds}}}
+  active_learning: {{initial_training: 2, max_selected: {sel}, max_rounds: {rounds}{al}}}
   audit: {{min_size: 6, fraction: 0.0, max_rounds: 2}}
 """
 
 
-def setup(tmp_path, n=3, sel=2, rounds=30, name="run"):
+def setup(tmp_path, n=3, sel=2, rounds=30, name="run", al="", extra=""):
     path = tmp_path / f"{name}.yaml"
-    path.write_text(YAML.format(n=n, sel=sel, rounds=rounds))
+    path.write_text(YAML.format(n=n, sel=sel, rounds=rounds, al=al) + extra)
     search = load_search(path, run_dir=tmp_path / name)
     store = CampaignStore(search.run_dir, create=True)
     ids = store.add_candidates(generate_candidates(search))
@@ -257,6 +260,35 @@ class Killed(Exception):
     pass
 
 
+def _kill_resume_compare(monkeypatch, ctx, method: str, k: int, run, reference: dict) -> None:
+    """Run `run(ctx)` with CampaignStore.`method` dying right after its k-th call, resume with a
+    fresh store, and assert that every table equals `reference` (steps: the same names)."""
+    original = getattr(CampaignStore, method)
+    count = {"n": 0}
+
+    def dying(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        count["n"] += 1
+        if count["n"] == k:
+            raise Killed(args[0])
+        return out
+
+    monkeypatch.setattr(CampaignStore, method, dying)
+    with pytest.raises(Killed):
+        run(ctx)
+    monkeypatch.setattr(CampaignStore, method, original)
+    ctx.store.close()
+    store = CampaignStore(ctx.search.run_dir, create=True)
+    run(CampaignContext(ctx.search, store, ctx.farm))
+    store.close()
+    got = _tables(ctx.search.run_dir / "campaign.sqlite")
+    for table in reference:
+        if table == "steps":
+            assert [s[0] for s in got[table]] == [s[0] for s in reference[table]], k
+            continue
+        assert got[table] == reference[table], (k, table)
+
+
 @pytest.mark.parametrize("method", ["mark_step", "add_reference_call"])
 def test_resume_after_a_kill_at_every_step_is_exact(tmp_path, stub, monkeypatch, method):
     """Kill the stage right after its k-th recorded step (plans, passes, selections, trainings,
@@ -269,33 +301,9 @@ def test_resume_after_a_kill_at_every_step_is_exact(tmp_path, stub, monkeypatch,
     reference = _tables(tmp_path / "straight" / "campaign.sqlite")
     n_steps = len(reference["steps"]) if method == "mark_step" else len(reference["reference_calls"])
     assert n_steps > 10
-    original = getattr(CampaignStore, method)
     for k in range(2, n_steps, 3):
-        name = f"kill-{method}-{k}"
-        ctx = setup(tmp_path, n=4, name=name)
-        count = {"n": 0}
-
-        def dying(self, *args, _k=k, **kwargs):
-            out = original(self, *args, **kwargs)
-            count["n"] += 1
-            if count["n"] == _k:
-                raise Killed(args[0])
-            return out
-
-        monkeypatch.setattr(CampaignStore, method, dying)
-        with pytest.raises(Killed):
-            Stage(ctx, 1).run()
-        monkeypatch.setattr(CampaignStore, method, original)
-        ctx.store.close()
-        store = CampaignStore(ctx.search.run_dir, create=True)
-        Stage(CampaignContext(ctx.search, store, ctx.farm), 1).run()
-        store.close()
-        got = _tables(tmp_path / name / "campaign.sqlite")
-        for table in reference:
-            if table == "steps":
-                assert [s[0] for s in got[table]] == [s[0] for s in reference[table]], k
-                continue
-            assert got[table] == reference[table], (k, table)
+        ctx = setup(tmp_path, n=4, name=f"kill-{method}-{k}")
+        _kill_resume_compare(monkeypatch, ctx, method, k, lambda c: Stage(c, 1).run(), reference)
 
 
 def test_reference_stage_stops_when_the_hull_is_certain(tmp_path, stub):
@@ -303,7 +311,7 @@ def test_reference_stage_stops_when_the_hull_is_certain(tmp_path, stub):
     predicted above the reference hull by more than the bound. Against brute force (EMT relaxation
     of every survivor): the hull is the same, and every skipped survivor is truly above it."""
     from csp.campaign.reference_stage import run_reference_stage
-    from csp.campaign.results import final_hull
+    from csp.hull import final_hull
     from csp.hull import HullEntry, build_hull
     from csp.reference import get_reference
 
@@ -328,3 +336,59 @@ def test_reference_stage_stops_when_the_hull_is_certain(tmp_path, stub):
     for s in info["skipped"]:
         assert by_id[str(s["candidate_id"])].e_above_hull > 0.0
     assert info["skipped"], "nothing was skipped: the test does not exercise the stopping rule"
+
+
+def test_a_large_pool_learns_on_its_pilot_first(tmp_path, stub, monkeypatch):
+    """A pool at least three times the pilot size is learned on a composition-stratified pilot
+    subset first: pass 0 relaxes only the pilot; the rest of the pool is relaxed once, after a
+    pilot pass met no extrapolation, with the potential the pilot trained — and nothing the
+    pilot left unlearned breaks."""
+    stub()
+    BREAKING.add(composition_key(["Cu", "Pd"]))
+    try:
+        ctx = setup(tmp_path, n=4, al=", pilot_fraction: 0.0, pilot_min: 5")
+        lr = learner(ctx)
+        state = lr.converge()
+    finally:
+        BREAKING.clear()
+    pilot = ctx.store.step_info("stage1/pilot")["ids"]
+    n = len(lr.items)
+    assert len(pilot) == 5 and n >= 15
+    # stratified: the pilot's compositions are all different (round-robin over compositions)
+    comps = [composition_key(ctx.store.candidate(i).get_chemical_symbols()) for i in pilot]
+    assert len(set(comps)) == 5
+    plans = [ctx.store.step_info(f"stage1/pass{p}/plan") for p in range(lr.passes())]
+    assert sorted(plans[0]["relax"]) == pilot
+    done = ctx.store.step_info("stage1/pilot/done")
+    assert done["reason"] == "no extrapolation left"
+    full = plans[done["pass"]]
+    rest = sorted(set(lr.items) - set(pilot))
+    assert sorted(i for i in full["relax"] if i not in pilot) == rest
+    # before the pilot was done, no item outside it was touched
+    for p in plans[:done["pass"]]:
+        assert set(p["relax"]) | set(p["evaluate"]) | set(p["warm"]) <= set(pilot)
+    latest = lr.latest()
+    assert {r.potential_id for r in latest.values()} == {state.potential_id}
+    assert sum(len(p["relax"]) for p in plans) < 1.5 * n    # relaxed from the start ~once each
+
+
+def test_reference_stage_resumes_exactly_after_a_kill_at_every_step(tmp_path, stub, monkeypatch):
+    """The reference stage (batches, refits, predictions, checks) killed after each recorded
+    step and resumed gives the tables of an uninterrupted run."""
+    from csp.campaign import reference_stage
+
+    refit = "  reference_stage: {refit_growth: 0.0}\n"
+    stub(0.004)
+    ref_ctx = setup(tmp_path, n=4, name="straight", extra=refit)
+    Stage(ref_ctx, 1).run()
+    n_before = len(ref_ctx.store.steps())
+    reference_stage.run_reference_stage(ref_ctx)
+    info = ref_ctx.store.step_info("reference_relaxed")
+    assert info["refits"] >= 1 and info["batches"] >= 2
+    ref_ctx.store.close()
+    reference = _tables(tmp_path / "straight" / "campaign.sqlite")
+    n_steps = len(reference["steps"]) - n_before
+    for k in range(1, n_steps):
+        ctx = setup(tmp_path, n=4, name=f"kill-ref-{k}", extra=refit)
+        Stage(ctx, 1).run()
+        _kill_resume_compare(monkeypatch, ctx, "mark_step", k, reference_stage.run_reference_stage, reference)

@@ -45,4 +45,4 @@ def test_bad_input_is_one_line_naming_the_key(section, key):
     with pytest.raises(InputError) as err:
         from_section(section, EL)
     msg = str(err.value)
-    assert msg.startswith(key) and "\n" not in msg
+    assert msg.startswith(f"key '{key}") and "\n" not in msg
