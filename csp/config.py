@@ -143,7 +143,11 @@ class AuditSettings:
     sample (later rounds: within three windows). `min_bound`
     (eV/atom): the window is never narrower, whatever σ (what the audit at the MTP geometry
     cannot see: the reference relaxation from there, other local minima, relaxation
-    tolerances — measured at up to 1.6 meV/atom on Cu-Pt where σ was 0.26 meV/atom)."""
+    tolerances — measured at up to 1.6 meV/atom on Cu-Pt where σ was 0.26 meV/atom).
+    `min_bound_coarse` (eV/atom): the same floor for every stage but the last — those only hand
+    structures to a more accurate potential, which evaluates them before it relaxes any, so a
+    wide window costs MTP evaluations, not reference calls; single structures were measured
+    10–16 meV/atom off a level-10 stage's hull at σ ≈ 1 meV/atom (Cu-Pt, Cu-Au fcc ≤ 8)."""
 
     min_size: int = setting(20, lo=3)
     fraction: float = setting(0.02, lo=0.0)
@@ -153,6 +157,7 @@ class AuditSettings:
     sigma_floor: float = setting(0.001, lo=0.0)
     range: float = setting(0.1, positive=True)
     min_bound: float = setting(0.003, lo=0.0)
+    min_bound_coarse: float = setting(0.025, lo=0.0)
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,7 @@ class ReferenceStageSettings:
     batch: int = setting(0, lo=0)
     early_stop: bool = setting(True)
     refit: bool = setting(True)
-    refit_growth: float = setting(0.1, lo=0.0)
+    refit_growth: float = setting(0.25, lo=0.0)
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ Every pass has a recorded *plan* that says, for the potential of its round, what
 - `relax`: relax from the stage's start structure (never relaxed, or its relaxation broke —
   γ > break_threshold — or failed with an older potential);
 - `evaluate`: energy, forces and grade at its latest relaxed geometry (relaxed with an older
-  potential): one evaluation instead of a relaxation;
+  potential, or — `start_relaxed`, a stage after the first — by the previous stage): one
+  evaluation instead of a relaxation;
 - `warm`: re-relax from its latest geometry (after the evaluations, only items whose forces
   are not converged with the current potential and whose energy lies within `polish_range()`
-  eV/atom of the hull of the current energies — for a stage, 1.5 × its latest audited bound —
+  eV/atom of the hull of the current energies — for a stage, 1.5 × its final audited bound —
   the others keep the evaluated energy, an upper bound of their relaxed one).
 So every energy of a stage comes from one potential, and a retraining costs one evaluation per
 candidate plus a short warm relaxation of those near the hull, not a full re-relaxation.
@@ -198,7 +199,7 @@ class StageLearner:
 
     def __init__(self, ctx: CampaignContext, sink: ResultSink, level: int, start: Mapping[int, Atoms], tag: str,
                  potential_stage: int, round_base: int = 0,
-                 polish_range: Callable[[], float] = lambda: float("inf")):
+                 polish_range: Callable[[], float] = lambda: float("inf"), start_relaxed: bool = False):
         self.ctx, self.store, self.search = ctx, ctx.store, ctx.search
         self.start: StartStructures = start if isinstance(start, StartStructures) else in_memory(start)
         self.sink, self.level, self.tag = sink, level, tag
@@ -206,6 +207,9 @@ class StageLearner:
         # eV/atom above the hull inside which items are re-relaxed (warm) after a retraining; a
         # function of what the store holds when a plan is made, so that a resumed run plans alike
         self.polish_range = polish_range
+        # start structures already relaxed (by an earlier stage): evaluated first, re-relaxed
+        # (warm, from there) only within polish_range(), like structures of an older round
+        self.start_relaxed = start_relaxed
         self.species = tuple(ctx.search.elements)
         self.al = ctx.search.screening.active_learning
         self.items = list(self.start)   # sorted
@@ -333,10 +337,10 @@ class StageLearner:
         latest = self.latest()
         pid = state.potential_id
         redo = (STATUS_NAMES[BROKEN], STATUS_NAMES[FAILED])
-        relax = [i for i in scope if i not in latest
-                 or (latest[i].status in redo and latest[i].potential_id != pid)]
-        evaluate = [i for i in scope if i in latest and latest[i].potential_id != pid
-                    and latest[i].status not in redo]
+        relax = [i for i in scope if (i not in latest and not self.start_relaxed)
+                 or (i in latest and latest[i].status in redo and latest[i].potential_id != pid)]
+        evaluate = [i for i in scope if (i not in latest and self.start_relaxed)
+                    or (i in latest and latest[i].potential_id != pid and latest[i].status not in redo)]
         warm: list[int] = []
         if not relax and not evaluate:
             loose = [i for i in scope if latest[i].status == EVALUATED]
@@ -365,11 +369,11 @@ class StageLearner:
                 """Batches built as ranks ask for them: structures are read from the store per
                 batch (the start structure, or the item's geometry before this pass)."""
                 for b in chunks(todo, rs.batch_size):
-                    if kind == "relax":
-                        structures = self.start.many(b)
-                    else:
-                        rows = self.store.relaxations(self.sink.key, pass_no - 1, latest=True, items=b)
-                        structures = {i: r.atoms for i, r in rows.items()}
+                    rows = {} if kind == "relax" or pass_no == 0 else \
+                        self.store.relaxations(self.sink.key, pass_no - 1, latest=True, items=b)
+                    structures = {i: r.atoms for i, r in rows.items()}
+                    fresh = [i for i in b if i not in structures]   # relax, or evaluate a relaxed start
+                    structures.update(self.start.many(fresh) if fresh else {})
                     yield RelaxTask(state.mtp, state.active_set, self.species, tuple(b),
                                     tuple(structures[i] for i in b), rs, self.al.select_threshold,
                                     self.al.break_threshold, evaluate_only=kind == "evaluate")

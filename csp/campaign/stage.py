@@ -35,6 +35,9 @@ class Stage:
         self.settings = ctx.search.screening.stages[index - 1]
         self.audit = ctx.search.screening.audit
         self.tag = f"stage{index}"
+        # eV/atom: the narrowest window of this stage (coarse for all but the last stage)
+        last = index == len(ctx.search.screening.stages)
+        self.min_bound = self.audit.min_bound if last else max(self.audit.min_bound, self.audit.min_bound_coarse)
 
     def run(self) -> None:
         step = f"{self.tag}/screened"
@@ -43,7 +46,8 @@ class Stage:
         start = stage_start(self.store, self.index)
         log.info("stage %d: level-%d MTP on %d structures", self.index, self.settings.level, len(start))
         learner = StageLearner(self.ctx, StageSink(self.store, self.index), self.settings.level, start, self.tag,
-                               potential_stage=self.index, polish_range=self._polish_range)
+                               potential_stage=self.index, polish_range=self._polish_range,
+                               start_relaxed=self.index > 1)
         self._top_up(learner, start)
         learner.converge()
         a = 0
@@ -70,7 +74,7 @@ class Stage:
                     log.warning("%s: no held-out candidate left to audit; using stage %d's error model", self.tag, k)
                     break
         sigma = em["sigma"] if em["n"] else float("inf")
-        bound = max(self.settings.window_sigmas * sigma, self.audit.min_bound)
+        bound = max(self.settings.window_sigmas * sigma, self.min_bound)
         learner.converge()   # re-relax (warm) what the final bound's reach adds, if anything
         final = learner.state()
         latest = learner.latest()
@@ -132,7 +136,7 @@ class Stage:
         for k in range(latest["audit_round"], -1, -1):
             info = self.store.step_info(f"{self.tag}/audit{k}")
             if info["error_model"]["n"]:
-                return 1.5 * max(self.settings.window_sigmas * info["error_model"]["sigma"], self.audit.min_bound)
+                return 1.5 * max(self.settings.window_sigmas * info["error_model"]["sigma"], self.min_bound)
         return self.audit.range
 
     def _top_up(self, learner: StageLearner, start: StartStructures) -> None:
@@ -182,7 +186,7 @@ class Stage:
         within = self.audit.range
         if previous is not None and previous["error_model"]["n"]:   # sample where the window is decided
             within = min(within, max(3.0 * self.settings.window_sigmas * previous["error_model"]["sigma"],
-                                     2.0 * self.audit.min_bound))
+                                     2.0 * self.min_bound))
         ids = audit_sample(above, n, within, exclude, seed=self.search.seed + 7919 * self.index + a,
                            strata=self.store.candidate_strata(sorted(above)))
         sampled = self.store.relaxations(learner.sink.key, latest=True, items=ids)   # their relaxed geometry
@@ -209,7 +213,7 @@ class Stage:
         # another round only while it can narrow the window: σ still improving, above its floor,
         # and the window not already at its minimum width
         more = a + 1 < self.audit.max_rounds and em.n > 0 and em.sigma > self.audit.sigma_floor and improving \
-            and self.settings.window_sigmas * em.sigma > self.audit.min_bound
+            and self.settings.window_sigmas * em.sigma > self.min_bound
         info = {"round": state.round, "potential_id": state.potential_id, "audit_round": a, "n": len(jobs),
                 "within": within,
                 "error_model": em.as_dict(), "continue": bool(more)}

@@ -120,15 +120,15 @@ def stub(monkeypatch):
 YAML = """elements: [Cu, Pd]
 candidates: {{enumerate: {{lattices: [fcc], max_atoms: {n}}}, prototypes: false}}
 screening:
-  stages: [{{level: 6}}]
+  stages: {stages}
   active_learning: {{initial_training: 2, max_selected: {sel}, max_rounds: {rounds}{al}}}
   audit: {{min_size: 6, fraction: 0.0, max_rounds: 2}}
 """
 
 
-def setup(tmp_path, n=3, sel=2, rounds=30, name="run", al="", extra=""):
+def setup(tmp_path, n=3, sel=2, rounds=30, name="run", al="", extra="", stages="[{level: 6}]"):
     path = tmp_path / f"{name}.yaml"
-    path.write_text(YAML.format(n=n, sel=sel, rounds=rounds, al=al) + extra)
+    path.write_text(YAML.format(n=n, sel=sel, rounds=rounds, al=al, stages=stages) + extra)
     search = load_search(path, run_dir=tmp_path / name)
     store = CampaignStore(search.run_dir, create=True)
     ids = store.add_candidates(generate_candidates(search))
@@ -392,3 +392,33 @@ def test_reference_stage_resumes_exactly_after_a_kill_at_every_step(tmp_path, st
         ctx = setup(tmp_path, n=4, name=f"kill-ref-{k}", extra=refit)
         Stage(ctx, 1).run()
         _kill_resume_compare(monkeypatch, ctx, "mark_step", k, reference_stage.run_reference_stage, reference)
+
+
+def test_a_later_stage_evaluates_its_relaxed_start_before_relaxing_any(tmp_path, stub):
+    """Stage 1 is a coarse filter (its window never narrower than audit.min_bound_coarse); stage 2
+    evaluates what it kept, at stage 1's geometry, before it relaxes anything, and re-relaxes
+    (warm) only within 1.5 × its own final bound; the last stage's window floor is min_bound."""
+    stub(0.004)
+    ctx = setup(tmp_path, n=4, stages="[{level: 6}, {level: 8}]")
+    Stage(ctx, 1).run()
+    Stage(ctx, 2).run()
+    first = ctx.store.step_info("stage1/screened")
+    second = ctx.store.step_info("stage2/screened")
+    assert first["bound"] >= ctx.search.screening.audit.min_bound_coarse
+    assert second["bound"] == pytest.approx(max(4.0 * second["sigma"], ctx.search.screening.audit.min_bound))
+    kept = ctx.store.kept_ids(1)
+    plan = ctx.store.step_info("stage2/pass0/plan")
+    assert plan["relax"] == [] and sorted(plan["evaluate"]) == sorted(kept)
+    assert second["mtp_relaxations_from_start"] == 0
+    # the evaluation was done at stage 1's relaxed geometry
+    rows = ctx.store.relaxations(2, 0)
+    before = ctx.store.stage_structures(1, kept)
+    for i in kept:
+        assert np.allclose(rows[i].atoms.positions, before[i].positions)
+    # warm re-relaxations only near the final hull of stage 2
+    lr = StageLearner(ctx, StageSink(ctx.store, 2), 8, {}, "stage2", potential_stage=2)
+    passes = [ctx.store.step_info(f"stage2/pass{p}/plan") for p in range(lr.passes())]
+    warm = {i for p in passes for i in p["warm"]}
+    above = {r.candidate_id: r for r in ctx.store.stage_results(2, structures=False)}
+    assert len(warm) < len(kept)
+    assert all(above[i].status in ("converged", "max_steps") for i in warm)
