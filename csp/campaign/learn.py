@@ -9,8 +9,7 @@ Every pass has a recorded *plan* that says, for the potential of its round, what
 - `relax`: relax from the stage's start structure (never relaxed, or its relaxation broke —
   γ > break_threshold — or failed with an older potential);
 - `evaluate`: energy, forces and grade at its latest relaxed geometry (relaxed with an older
-  potential, or — `start_relaxed`, a stage after the first — by the previous stage): one
-  evaluation instead of a relaxation;
+  potential): one evaluation instead of a relaxation;
 - `warm`: re-relax from its latest geometry (after the evaluations, only items whose forces
   are not converged with the current potential and whose energy lies within `polish_range()`
   eV/atom of the hull of the current energies — for a stage, 1.5 × its final audited bound —
@@ -199,7 +198,7 @@ class StageLearner:
 
     def __init__(self, ctx: CampaignContext, sink: ResultSink, level: int, start: Mapping[int, Atoms], tag: str,
                  potential_stage: int, round_base: int = 0,
-                 polish_range: Callable[[], float] = lambda: float("inf"), start_relaxed: bool = False):
+                 polish_range: Callable[[], float] = lambda: float("inf")):
         self.ctx, self.store, self.search = ctx, ctx.store, ctx.search
         self.start: StartStructures = start if isinstance(start, StartStructures) else in_memory(start)
         self.sink, self.level, self.tag = sink, level, tag
@@ -207,9 +206,6 @@ class StageLearner:
         # eV/atom above the hull inside which items are re-relaxed (warm) after a retraining; a
         # function of what the store holds when a plan is made, so that a resumed run plans alike
         self.polish_range = polish_range
-        # start structures already relaxed (by an earlier stage): evaluated first, re-relaxed
-        # (warm, from there) only within polish_range(), like structures of an older round
-        self.start_relaxed = start_relaxed
         self.species = tuple(ctx.search.elements)
         self.al = ctx.search.screening.active_learning
         self.items = list(self.start)   # sorted
@@ -337,10 +333,10 @@ class StageLearner:
         latest = self.latest()
         pid = state.potential_id
         redo = (STATUS_NAMES[BROKEN], STATUS_NAMES[FAILED])
-        relax = [i for i in scope if (i not in latest and not self.start_relaxed)
-                 or (i in latest and latest[i].status in redo and latest[i].potential_id != pid)]
-        evaluate = [i for i in scope if (i not in latest and self.start_relaxed)
-                    or (i in latest and latest[i].potential_id != pid and latest[i].status not in redo)]
+        relax = [i for i in scope if i not in latest
+                 or (latest[i].status in redo and latest[i].potential_id != pid)]
+        evaluate = [i for i in scope if i in latest and latest[i].potential_id != pid
+                    and latest[i].status not in redo]
         warm: list[int] = []
         if not relax and not evaluate:
             loose = [i for i in scope if latest[i].status == EVALUATED]
@@ -369,11 +365,11 @@ class StageLearner:
                 """Batches built as ranks ask for them: structures are read from the store per
                 batch (the start structure, or the item's geometry before this pass)."""
                 for b in chunks(todo, rs.batch_size):
-                    rows = {} if kind == "relax" or pass_no == 0 else \
-                        self.store.relaxations(self.sink.key, pass_no - 1, latest=True, items=b)
-                    structures = {i: r.atoms for i, r in rows.items()}
-                    fresh = [i for i in b if i not in structures]   # relax, or evaluate a relaxed start
-                    structures.update(self.start.many(fresh) if fresh else {})
+                    if kind == "relax":
+                        structures = self.start.many(b)
+                    else:
+                        rows = self.store.relaxations(self.sink.key, pass_no - 1, latest=True, items=b)
+                        structures = {i: r.atoms for i, r in rows.items()}
                     yield RelaxTask(state.mtp, state.active_set, self.species, tuple(b),
                                     tuple(structures[i] for i in b), rs, self.al.select_threshold,
                                     self.al.break_threshold, evaluate_only=kind == "evaluate")
@@ -499,20 +495,22 @@ def _training_progress(tag: str, round_no: int, max_iter: int) -> Callable[[int,
 
 
 def diverse_subset(candidates: Sequence[tuple[int, Mapping[str, float]]], n: int, seed: int,
-                   smallest_first: bool = True) -> list[int]:
+                   smallest_first: bool = True, rank: Mapping[int, float] | None = None) -> list[int]:
     """Ids of `n` candidates, given as (id, composition {element: atoms in the cell}), spread
-    over compositions (and, `smallest_first`, small cells first).
+    over compositions.
 
     Round-robin over compositions ordered by composition, so that every composition (the pure
     elements first) is represented before any gets a second structure; within a composition
-    smaller cells come first (cheaper reference calls) unless `smallest_first` is False, ties
-    (or everything) ordered by a seeded shuffle."""
+    the lowest `rank` comes first when given (e.g. eV/atom above a hull), else smaller cells
+    (cheaper reference calls) unless `smallest_first` is False; ties (or everything) ordered by
+    a seeded shuffle."""
     rng = np.random.default_rng(seed)
     groups: dict[tuple, list[tuple[float, float, int]]] = {}
     for cid, counts in candidates:
         natoms = sum(counts.values())
         key = tuple(sorted((s, c / natoms) for s, c in counts.items() if c))
-        groups.setdefault(key, []).append((natoms if smallest_first else 0.0, float(rng.random()), cid))
+        first = rank[cid] if rank is not None else (natoms if smallest_first else 0.0)
+        groups.setdefault(key, []).append((first, float(rng.random()), cid))
     order = sorted(groups, key=lambda k: (len(k), k))
     queues = [sorted(groups[k]) for k in order]
     picked: list[int] = []

@@ -46,8 +46,7 @@ class Stage:
         start = stage_start(self.store, self.index)
         log.info("stage %d: level-%d MTP on %d structures", self.index, self.settings.level, len(start))
         learner = StageLearner(self.ctx, StageSink(self.store, self.index), self.settings.level, start, self.tag,
-                               potential_stage=self.index, polish_range=self._polish_range,
-                               start_relaxed=self.index > 1)
+                               potential_stage=self.index, polish_range=self._polish_range)
         self._top_up(learner, start)
         learner.converge()
         a = 0
@@ -143,7 +142,9 @@ class Stage:
         """A stage's first potential never trains on fewer configurations than its level has
         basis functions: if the training set is smaller, reference single points of start
         structures (relaxed by the previous stage: near-equilibrium data), spread over
-        compositions, fill it up."""
+        compositions and, within a composition, lowest above the previous stage's MTP hull
+        first (where the next decisions are made, and structures the reference stage will
+        likely relax anyway), fill it up."""
         step = f"{self.tag}/top-up"
         if self.store.step_done(step) or learner.latest_round() is not None:
             return
@@ -156,7 +157,8 @@ class Stage:
                 - self.store.training_size()
             learned = {r.candidate_id for r in self.store.training_set()}
             pool = [(i, start.counts(i)) for i in start if i not in learned]
-            plan = {"ids": diverse_subset(pool, need, self.search.seed + self.index) if need > 0 else []}
+            rank = self._previous_above(start) if self.index > 1 else None
+            plan = {"ids": diverse_subset(pool, need, self.search.seed + self.index, rank=rank) if need > 0 else []}
             self.store.mark_step(f"{self.tag}/top-up/plan", plan)
         ids = plan["ids"]
         if ids:
@@ -168,6 +170,17 @@ class Stage:
                            training=(self.index, 0, f"{self.tag} top-up"), progress=self.ctx.progress)
         self.store.mark_step(step, {"added": len(ids)})
 
+    def _previous_above(self, start: StartStructures) -> dict[int, float]:
+        """eV/atom above the previous stage's MTP hull of each start structure (inf if unknown)."""
+        from csp.campaign.screen import ScreenEntry, energies_above_hull
+
+        rows = {r.candidate_id: r for r in self.store.stage_results(self.index - 1, structures=False)}
+        entries = [ScreenEntry(i, start.counts(i), rows[i].energy_per_atom) for i in start
+                   if i in rows and relaxed_ok(rows[i].status) and rows[i].energy_per_atom is not None]
+        present = {el for e in entries for el, n in e.composition.items() if n}
+        above = energies_above_hull(entries, self.search.elements) if set(self.search.elements) <= present else {}
+        return {i: above.get(i, float("inf")) for i in start}
+
     def _audit_round(self, learner: StageLearner, a: int) -> dict:
         """Audit round `a` of the stage's latest potential (recorded; replayed on resume)."""
         step = f"{self.tag}/audit{a}"
@@ -178,9 +191,12 @@ class Stage:
         latest = learner.latest()
         usable = {i: r for i, r in latest.items() if relaxed_ok(r.status) and r.energy_per_atom is not None}
         above = learner.energies_above_hull(usable)
-        # held out: never audited before, in any stage (an audited point joins the training set at
-        # the relaxed geometry, where the next stage relaxes it again)
+        # held out: never audited before, in any stage, nor taken into the training set at its
+        # relaxed geometry by a top-up (an audited or top-up point is learned at a relaxed
+        # geometry, where the next stage relaxes it again)
         exclude = {p.candidate_id for k in range(1, self.index + 1) for p in self.store.audit_points(k)}
+        for k in range(1, self.index + 1):
+            exclude |= set((self.store.step_info(f"stage{k}/top-up/plan") or {"ids": []})["ids"])
         n = sample_size(len(usable), self.audit.min_size, self.audit.fraction, self.audit.max_size)
         previous = self.store.step_info(f"{self.tag}/audit{a - 1}") if a else None
         within = self.audit.range
