@@ -487,7 +487,7 @@ def _reference_stage_text(doc: dict) -> str:
     if "relaxed" not in r or "refits" not in r:
         return ""
     return (f"{r['relaxed']} of {r['survivors']} survivors relaxed in {r['batches']} batches, "
-            f"{r['refits']} refits of the potential; bound {1000 * r['bound_used']:.1f} meV/atom (audited "
+            f"{r['refits']} refit{'' if r['refits'] == 1 else 's'} of the potential; bound {1000 * r['bound_used']:.1f} meV/atom (audited "
             f"{1000 * r['bound']:.1f}), largest prediction error {1000 * r['max_prediction_error']:.1f} meV/atom.")
 
 
