@@ -13,7 +13,8 @@ Every pass has a recorded *plan* that says, for the potential of its round, what
 - `warm`: re-relax from its latest geometry (after the evaluations, only items whose forces
   are not converged with the current potential and whose energy lies within `polish_range()`
   eV/atom of the hull of the current energies — for a stage, 1.5 × its final audited bound —
-  the others keep the evaluated energy, an upper bound of their relaxed one).
+  or that are among `polish_items()` (a stage's audit sample); the others keep the evaluated
+  energy, an upper bound of their relaxed one).
 So every energy of a stage comes from one potential, and a retraining costs one evaluation per
 candidate plus a short warm relaxation of those near the hull, not a full re-relaxation.
 
@@ -198,7 +199,8 @@ class StageLearner:
 
     def __init__(self, ctx: CampaignContext, sink: ResultSink, level: int, start: Mapping[int, Atoms], tag: str,
                  potential_stage: int, round_base: int = 0,
-                 polish_range: Callable[[], float] = lambda: float("inf")):
+                 polish_range: Callable[[], float] = lambda: float("inf"),
+                 polish_items: Callable[[], set[int]] = set):
         self.ctx, self.store, self.search = ctx, ctx.store, ctx.search
         self.start: StartStructures = start if isinstance(start, StartStructures) else in_memory(start)
         self.sink, self.level, self.tag = sink, level, tag
@@ -206,6 +208,9 @@ class StageLearner:
         # eV/atom above the hull inside which items are re-relaxed (warm) after a retraining; a
         # function of what the store holds when a plan is made, so that a resumed run plans alike
         self.polish_range = polish_range
+        # items re-relaxed (warm) after a retraining whatever their energy (a stage's audit sample:
+        # audited at the geometry its own potential relaxes it to, as the window will judge it)
+        self.polish_items = polish_items
         self.species = tuple(ctx.search.elements)
         self.al = ctx.search.screening.active_learning
         self.items = list(self.start)   # sorted
@@ -341,9 +346,9 @@ class StageLearner:
         if not relax and not evaluate:
             loose = [i for i in scope if latest[i].status == EVALUATED]
             if loose:
-                reach = self.polish_range()
+                reach, extra = self.polish_range(), self.polish_items()
                 above = self.energies_above_hull(latest) if np.isfinite(reach) else {}
-                warm = [i for i in loose if above.get(i, 0.0) <= reach]
+                warm = [i for i in loose if above.get(i, 0.0) <= reach or i in extra]
             if not warm:
                 return None
         plan = {"round": state.round, "potential_id": pid, "relax": relax, "evaluate": evaluate, "warm": warm}

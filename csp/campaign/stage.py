@@ -46,7 +46,8 @@ class Stage:
         start = stage_start(self.store, self.index)
         log.info("stage %d: level-%d MTP on %d structures", self.index, self.settings.level, len(start))
         learner = StageLearner(self.ctx, StageSink(self.store, self.index), self.settings.level, start, self.tag,
-                               potential_stage=self.index, polish_range=self._polish_range)
+                               potential_stage=self.index, polish_range=self._polish_range,
+                               polish_items=self._audit_samples)
         self._top_up(learner, start)
         learner.converge()
         a = 0
@@ -181,31 +182,60 @@ class Stage:
         above = energies_above_hull(entries, self.search.elements) if set(self.search.elements) <= present else {}
         return {i: above.get(i, float("inf")) for i in start}
 
-    def _audit_round(self, learner: StageLearner, a: int) -> dict:
-        """Audit round `a` of the stage's latest potential (recorded; replayed on resume)."""
-        step = f"{self.tag}/audit{a}"
-        info = self.store.step_info(step)
-        if info is not None:
-            return info
-        state = learner.state()
+    def _audit_within(self, a: int) -> float:
+        """eV/atom above the MTP hull where audit round `a` draws its random part: `audit.range`,
+        from the second round on three windows of the previous round (where the window is decided)."""
+        previous = self.store.step_info(f"{self.tag}/audit{a - 1}") if a else None
+        if previous is None or not previous["error_model"]["n"]:
+            return self.audit.range
+        return min(self.audit.range, max(3.0 * self.settings.window_sigmas * previous["error_model"]["sigma"],
+                                         2.0 * self.min_bound))
+
+    def _draw_audit(self, learner: StageLearner, a: int) -> list[int]:
+        """The held-out sample of audit round `a`: never audited before, in any stage, nor taken
+        into the training set at its relaxed geometry by a top-up (an audited or top-up point is
+        learned at a relaxed geometry, where the next stage relaxes it again)."""
         latest = learner.latest()
         usable = {i: r for i, r in latest.items() if relaxed_ok(r.status) and r.energy_per_atom is not None}
         above = learner.energies_above_hull(usable)
-        # held out: never audited before, in any stage, nor taken into the training set at its
-        # relaxed geometry by a top-up (an audited or top-up point is learned at a relaxed
-        # geometry, where the next stage relaxes it again)
         exclude = {p.candidate_id for k in range(1, self.index + 1) for p in self.store.audit_points(k)}
         for k in range(1, self.index + 1):
             exclude |= set((self.store.step_info(f"stage{k}/top-up/plan") or {"ids": []})["ids"])
         n = sample_size(len(usable), self.audit.min_size, self.audit.fraction, self.audit.max_size)
+        return audit_sample(above, n, self._audit_within(a), exclude, seed=self.search.seed + 7919 * self.index + a,
+                            strata=self.store.candidate_strata(sorted(above)))
+
+    def _audit_samples(self) -> set[int]:
+        """Every candidate drawn for an audit of this stage so far (recorded samples)."""
+        out: set[int] = set()
+        for k in range(self.audit.max_rounds):
+            out |= set((self.store.step_info(f"{self.tag}/audit{k}/sample") or {"ids": []})["ids"])
+        return out
+
+    def _audit_round(self, learner: StageLearner, a: int) -> dict:
+        """Audit round `a` of the stage's latest potential (recorded; replayed on resume). The
+        sample is drawn on the current energies, then re-relaxed (warm) by the potential wherever
+        it holds an energy evaluated at an older potential's geometry, so that each point is
+        audited where the window will judge it: at its own potential's minimum."""
+        step = f"{self.tag}/audit{a}"
+        info = self.store.step_info(step)
+        if info is not None:
+            return info
+        chosen = self.store.step_info(f"{step}/sample")
+        if chosen is None:
+            chosen = {"ids": self._draw_audit(learner, a)}
+            self.store.mark_step(f"{step}/sample", chosen)
+        ids = chosen["ids"]
+        learner.converge()   # polishes the sample (polish_items)
+        state = learner.state()
+        latest = learner.latest()
+        usable = {i: r for i, r in latest.items() if relaxed_ok(r.status) and r.energy_per_atom is not None}
+        above = learner.energies_above_hull(usable)
+        ids = [i for i in ids if i in usable]
         previous = self.store.step_info(f"{self.tag}/audit{a - 1}") if a else None
-        within = self.audit.range
-        if previous is not None and previous["error_model"]["n"]:   # sample where the window is decided
-            within = min(within, max(3.0 * self.settings.window_sigmas * previous["error_model"]["sigma"],
-                                     2.0 * self.min_bound))
-        ids = audit_sample(above, n, within, exclude, seed=self.search.seed + 7919 * self.index + a,
-                           strata=self.store.candidate_strata(sorted(above)))
+        within = self._audit_within(a)
         sampled = self.store.relaxations(learner.sink.key, latest=True, items=ids)   # their relaxed geometry
+
         jobs = [Job(f"sp:{self.tag}:audit{a}:c{i}", i, sampled[i].atoms) for i in ids]
         log.info("%s audit %d: reference single points of %d held-out relaxed candidates (round-%d potential)",
                  self.tag, a, len(jobs), state.round)
