@@ -229,6 +229,13 @@ def test_audit_recovers_the_known_error(tmp_path, stub):
     true = float(np.sqrt(np.mean(resid ** 2)))
     assert 0.5 * true < em["sigma"] < 2.0 * true, (em["sigma"], true)
     assert info["bound"] == pytest.approx(4.0 * em["sigma"])
+    # every point was audited at its own potential's minimum (re-relaxed, not a stale evaluation)
+    passes = [ctx.store.relaxations(1, p, structures=False) for p in range(StageLearner(
+        ctx, StageSink(ctx.store, 1), 6, {}, "stage1", potential_stage=1).passes())]
+    for point in ctx.store.audit_points(1):
+        mine = [r for pr in passes for r in pr.values() if r.item == point.candidate_id
+                and r.potential_id == point.potential_id and r.energy_per_atom == point.mtp_energy_per_atom]
+        assert mine and mine[-1].status in ("converged", "max_steps"), (point, mine)
     # the true (EMT) hull phases of the pool are all kept
     from csp.hull import HullEntry, build_hull
     results = {r.candidate_id: r for r in ctx.store.stage_results(1)}
