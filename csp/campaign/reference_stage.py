@@ -99,6 +99,7 @@ class ReferenceStage:
         self.kept = self.store.kept_ids(self.last)
         self.results = {i: results[i] for i in self.kept}
         self.comps = self.store.candidate_counts(self.kept)
+        self._memo: dict[tuple[int, str, int], float] = {}   # (potential round, kind, id) -> eV/atom
 
     # the potential used for predictions -----------------------------------------------------
     def _potential(self, k: int) -> tuple[int, str, float | None]:
@@ -130,6 +131,14 @@ class ReferenceStage:
         self.store.add_potential(self.last + 1, k, self.level, trained.text, trained.sigma, n_now,
                                  dict(trained.extra, reason="reference stage"))
 
+    def _energies(self, round_no: int, text: str, kind: str, structures: dict[int, Atoms]) -> dict[int, float]:
+        """eV/atom of `structures` with the round-`round_no` potential, each evaluated once per
+        potential (a refit potential plans several batches; its energies do not change)."""
+        new = {i: a for i, a in structures.items() if (round_no, kind, i) not in self._memo}
+        for i, e in (_energies(self.ctx, text, new) if new else {}).items():
+            self._memo[(round_no, kind, i)] = e
+        return {i: self._memo[(round_no, kind, i)] for i in structures}
+
     def _shift(self, round_no: int, text: str) -> ErrorModel | None:
         """Composition-linear error of the potential: the stage audit's, or for a refit potential
         the one fitted on the relaxed reference structures (training points: only its linear
@@ -139,7 +148,7 @@ class ReferenceStage:
         relaxed = [r for r in self.store.reference_calls(RELAX) if r.ok and r.energy is not None
                    and r.candidate_id in self.results]
         structures = {r.id: r.to_atoms() for r in relaxed}
-        mtp = _energies(self.ctx, text, structures)
+        mtp = self._energies(round_no, text, "relaxed", structures)
         errors = [mtp[r.id] - r.energy / len(structures[r.id]) for r in relaxed]
         return error_model(errors, [atom_counts(structures[r.id]) for r in relaxed], self.search.elements)
 
@@ -155,7 +164,9 @@ class ReferenceStage:
         if round_no < 0:
             energy = {i: self.results[i].energy_per_atom for i in usable}
         else:
-            energy = _energies(self.ctx, text, self.store.stage_structures(self.last, usable))
+            todo = [i for i in usable if (round_no, "survivor", i) not in self._memo]
+            self._energies(round_no, text, "survivor", self.store.stage_structures(self.last, todo))
+            energy = {i: self._memo[(round_no, "survivor", i)] for i in usable}
         em = self._shift(round_no, text)
         shift = em.shift if em is not None else (lambda comp: 0.0)
         return {i: _above(hull, self.comps[i], energy[i] - shift(self.comps[i])) for i in usable
