@@ -140,10 +140,12 @@ class AuditSettings:
     per round, at most `max_size` (σ from 200 points is known to ±7 %; more only costs); rounds (audit, learn the audited points, retrain) go on while σ drops below
     `improvement` × the previous σ, at most `max_rounds`, or until σ <= `sigma_floor`.
     `range` (eV/atom above the MTP hull): where the first round draws the random part of its
-    sample (later rounds: within three windows). `min_bound`
-    (eV/atom): the window is never narrower, whatever σ (what the audit at the MTP geometry
-    cannot see: the reference relaxation from there, other local minima, relaxation
-    tolerances — measured at up to 1.6 meV/atom on Cu-Pt where σ was 0.26 meV/atom).
+    sample (later rounds: within three windows). The window keeps bound = max(window × σ, the
+    largest error the audit met, `min_bound`) eV/atom above the MTP hull. `min_bound`
+    (eV/atom): the last stage's window is never narrower, whatever σ — the precision a
+    reference hull is read at (a DFT hull's numerical noise is ~1 meV/atom); errors the audit at
+    the MTP geometry cannot see (the reference relaxation from there) are checked by the
+    reference stage, which widens its bound and re-admits candidates if one exceeds it.
     `min_bound_coarse` (eV/atom): the same floor for every stage but the last — those only hand
     structures to a more accurate potential, which evaluates them before it relaxes any, so a
     wide window costs MTP evaluations, not reference calls; single structures were measured
@@ -156,7 +158,7 @@ class AuditSettings:
     improvement: float = setting(0.8, positive=True)
     sigma_floor: float = setting(0.001, lo=0.0)
     range: float = setting(0.1, positive=True)
-    min_bound: float = setting(0.003, lo=0.0)
+    min_bound: float = setting(0.001, lo=0.0)
     min_bound_coarse: float = setting(0.025, lo=0.0)
 
 

@@ -128,7 +128,7 @@ def make_store(run_dir, new_fields: bool = True, finished: bool = True) -> dict:
         info = {"relaxations": len(stage2)}
         if new_fields:
             info.update(survivors=len(stage2) + 1, relaxed=len(stage2), stop_reason="every survivor relaxed",
-                        batches=2, refits=1, bound=0.012, bound_used=0.015, max_prediction_error=0.015,
+                        batches=2, refits=1, bound=0.012, bound_used=0.015, max_prediction_error=0.015, readmitted=3,
                         skipped=[{"candidate_id": ids["r3"], "predicted_above_hull": 0.041,
                                   "reason": "a relaxed duplicate (L12) is lower"}])
         store.mark_step("reference_relaxed", info)

@@ -255,6 +255,7 @@ def test_collect_from_store(tmp_path):
     assert data.notes[0].startswith("Stage 2: 1 of 4 audited structures have an MTP error above the bound 12.0")
     widened = [n for n in data.notes if n.startswith("Reference stage:")]
     assert len(widened) == 1 and "15.0 meV/atom below its prediction" in widened[0] and "12.0" in widened[0]
+    assert "3 candidates the last stage's window had dropped" in widened[0] and data.reference_stage["readmitted"] == 3
     lost = [n for n in data.notes if "the hull may be missing this structure" in n]
     assert len(lost) == 1 and f"Candidate {ids['lost']} (CuAu3) survived stage 2 at" in lost[0]
     assert [f.reason for f in data.failures] == ["scf: did not converge"] * 2
@@ -280,7 +281,8 @@ def test_report_from_store(tmp_path):
     assert "## Screening stages and error model" in md and "| quantity | stage 1 | stage 2 |" in md
     assert "| error bound (meV/atom) | 30.0 | 12.0 |" in md and "| audited: above the bound | 0 | 1 |" in md
     assert "### Skipped survivors" in md and "| screening.stages[0].level | 6 |" in md
-    assert "in 2 batches, 1 refit of the potential; bound 15.0 meV/atom (audited 12.0)" in md
+    assert "survivors (and 3 re-admitted by a widened bound) relaxed in 2 batches, 1 refit of the potential; bound" \
+        " 15.0 meV/atom (audited 12.0)" in md
     assert doc["reference_stage"]["max_prediction_error"] == 0.015
     assert "](structures/Cu3Au_Pm-3m_" in md and "![Audit points: MTP vs reference](figures/audit.png)" in md
     assert "stage 3" not in md and "stage3" not in md

@@ -14,7 +14,13 @@ Every pass has a recorded *plan* that says, for the potential of its round, what
   are not converged with the current potential and whose energy lies within `polish_range()`
   eV/atom of the hull of the current energies — for a stage, 1.5 × its final audited bound —
   or that are among `polish_items()` (a stage's audit sample); the others keep the evaluated
-  energy, an upper bound of their relaxed one).
+  energy, an upper bound of their relaxed one);
+- `restart`: relax again from the item's original structure, after the evaluations, when its
+  latest geometry has more symmetry than the original (`RAISED_SYMPREC`): an older potential
+  may have left it on a saddle that symmetry makes stationary, which no later evaluation or
+  warm relaxation leaves. A relaxation or warm re-relaxation that ends with raised symmetry is
+  repeated from the original in the same task, so every usable energy is a relaxation a
+  brute-force run would also make, or an evaluation at one.
 So every energy of a stage comes from one potential, and a retraining costs one evaluation per
 candidate plus a short warm relaxation of those near the hull, not a full re-relaxation.
 
@@ -51,6 +57,7 @@ from csp.campaign.start import StartStructures, in_memory
 from csp.campaign.store import CampaignStore, PassRow, structure_hash
 from csp.config import MTPRelaxSettings, Search
 from csp.relax import BROKEN, CONVERGED, EVALUATED, FAILED, STATUS_NAMES, USABLE, pack, relax_batch
+from csp.structures.spg import symmetry_raised
 
 log = logging.getLogger("csp")
 
@@ -59,6 +66,17 @@ log = logging.getLogger("csp")
 # the start by the first, 20-configuration potential, 97 % of a 9,808-candidate pool broke on
 # extrapolation and was relaxed again); the pilot ends at the latest after this share of max_rounds
 PILOT_ROUNDS_FRACTION = 1 / 3
+
+# Å: a relaxation that ends with more space-group operations (within this tolerance) than its
+# item's original structure may have stopped on a saddle its symmetry makes stationary, not at
+# the minimum a relaxation of the original reaches (an EMT L1_0 CuAu taken to B2 along its Bain
+# path by an early potential stayed there through every later pass and stage: 6 meV/atom above
+# its minimum, and off the hull). Such an item is relaxed again from its original structure, as
+# a brute-force relaxation would be (`restart`); the flag costs two spglib calls per relaxation.
+RAISED_SYMPREC = 1e-2
+
+# what a pass does to an item (see the module docstring), in the order a pass runs them
+KINDS = ("relax", "evaluate", "warm", "restart")
 
 
 def relaxed_ok(status: str) -> bool:
@@ -94,7 +112,13 @@ class StageState:
 @dataclass(frozen=True)
 class RelaxTask:
     """One batch for a farm worker: relax (or, evaluate_only, evaluate) `structures` with a
-    graded MTP. Thresholds are extrapolation grades γ."""
+    graded MTP. Thresholds are extrapolation grades γ.
+
+    `origins`: each item's original structure (before any relaxation), when `structures` are not
+    those: a relaxation whose end has more symmetry than its origin (`RAISED_SYMPREC`) is
+    repeated from the origin with the same potential, and that result is the item's row (see
+    `RAISED_SYMPREC`). `raised`: for evaluate_only, whether each evaluated geometry had raised
+    symmetry (carried to the row; the geometry does not change)."""
 
     mtp: Any
     active_set: Any
@@ -105,54 +129,89 @@ class RelaxTask:
     select_threshold: float
     break_threshold: float
     evaluate_only: bool = False
+    origins: tuple[Atoms, ...] | None = None
+    raised: tuple[bool, ...] | None = None
 
 
 def _max_per_structure(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.maximum.reduceat(values, offsets[:-1]) if len(values) else np.zeros(0)
 
 
-def run_relax_task(task: RelaxTask) -> dict:
-    """Rows (per structure: status, energy eV, grade, steps, fmax eV/Å, final structure) and
-    extrapolative snapshots (item, γ, configuration) of one batch."""
-    species = list(task.species)
-    cells, positions, types, offsets = pack(list(task.structures), species)
-    evaluate, grade = model.graded_evaluator(task.mtp, task.active_set)
+def _evaluate_rows(task: RelaxTask, evaluate: Any, grade: Any) -> dict:
+    """Energy, forces and grade of each structure where it is (no steps)."""
+    cells, positions, types, offsets = pack(list(task.structures), list(task.species))
+    energies, forces, stresses = evaluate(cells, positions, types, offsets)
+    grades = grade(cells, positions, types, offsets)
+    fmax = _max_per_structure(np.linalg.norm(forces, axis=1), offsets)
+    smax = np.abs(stresses).max(axis=1)
     rows, snaps = [], []
-    if task.evaluate_only:
-        energies, forces, stresses = evaluate(cells, positions, types, offsets)
-        grades = grade(cells, positions, types, offsets)
-        fmax = _max_per_structure(np.linalg.norm(forces, axis=1), offsets)
-        smax = np.abs(stresses).max(axis=1)
-        for b, item in enumerate(task.ids):
-            if not np.isfinite(energies[b]):
-                status = STATUS_NAMES[FAILED]
-            elif grades[b] > task.break_threshold:
-                status = STATUS_NAMES[BROKEN]
-            elif fmax[b] <= task.relax.fmax and smax[b] <= task.relax.stress_tol:
-                status = STATUS_NAMES[CONVERGED]
-            else:
-                status = EVALUATED
-            atoms = task.structures[b].copy()
-            atoms.info = {}
-            rows.append({"candidate_id": int(item), "status": status,
-                         "energy": float(energies[b]) if np.isfinite(energies[b]) else None,
-                         "grade": float(grades[b]), "steps": 0, "fmax": float(fmax[b]), "atoms": atoms})
-            if grades[b] > task.select_threshold:
-                snaps.append((int(item), float(grades[b]), atoms.copy()))
-        return {"rows": rows, "snapshots": snaps}
+    for b, item in enumerate(task.ids):
+        if not np.isfinite(energies[b]):
+            status = STATUS_NAMES[FAILED]
+        elif grades[b] > task.break_threshold:
+            status = STATUS_NAMES[BROKEN]
+        elif fmax[b] <= task.relax.fmax and smax[b] <= task.relax.stress_tol:
+            status = STATUS_NAMES[CONVERGED]
+        else:
+            status = EVALUATED
+        atoms = task.structures[b].copy()
+        atoms.info = {}
+        rows.append({"candidate_id": int(item), "status": status,
+                     "energy": float(energies[b]) if np.isfinite(energies[b]) else None,
+                     "grade": float(grades[b]), "steps": 0, "fmax": float(fmax[b]), "atoms": atoms,
+                     "raised": bool(task.raised[b]) if task.raised is not None else None})
+        if grades[b] > task.select_threshold:
+            snaps.append((int(item), float(grades[b]), atoms.copy()))
+    return {"rows": rows, "snapshots": snaps}
+
+
+def _relax_rows(task: RelaxTask, structures: Sequence[Atoms], ids: Sequence[int], evaluate: Any,
+                grade: Any) -> tuple[list[dict], list[tuple[int, float, Atoms]]]:
+    """Rows and extrapolative snapshots of relaxing `structures` (items `ids`)."""
+    species = list(task.species)
+    cells, positions, types, offsets = pack(list(structures), species)
     rs = task.relax
     res = relax_batch(evaluate, cells, positions, types, offsets, fmax=rs.fmax, stress_tol=rs.stress_tol,
                       max_steps=rs.max_steps, optimizer=rs.optimizer, grade=grade,
                       select_threshold=task.select_threshold, break_threshold=task.break_threshold)
-    for b, item in enumerate(task.ids):
-        rows.append({"candidate_id": int(item), "status": STATUS_NAMES[int(res.status[b])],
-                     "energy": float(res.energies[b]) if np.isfinite(res.energies[b]) else None,
-                     "grade": float(res.max_grade[b]), "steps": int(res.steps[b]), "fmax": float(res.fmax[b]),
-                     "atoms": res.structure(b, types, species)})
+    rows = [{"candidate_id": int(item), "status": STATUS_NAMES[int(res.status[b])],
+             "energy": float(res.energies[b]) if np.isfinite(res.energies[b]) else None,
+             "grade": float(res.max_grade[b]), "steps": int(res.steps[b]), "fmax": float(res.fmax[b]),
+             "atoms": res.structure(b, types, species)} for b, item in enumerate(ids)]
+    snaps = []
     for s in res.snapshots:
         sl = slice(offsets[s.index], offsets[s.index + 1])
-        atoms = Atoms([species[t] for t in types[sl]], positions=s.positions, cell=s.cell, pbc=True)
-        snaps.append((int(task.ids[s.index]), float(s.grade), atoms))
+        snaps.append((int(ids[s.index]), float(s.grade),
+                      Atoms([species[t] for t in types[sl]], positions=s.positions, cell=s.cell, pbc=True)))
+    return rows, snaps
+
+
+def _mark_raised(rows: list[dict], origins: Sequence[Atoms]) -> list[int]:
+    """Set each row's `raised` flag (usable relaxations only); indices of the raised rows."""
+    out = []
+    for b, (row, origin) in enumerate(zip(rows, origins)):
+        row["raised"] = row["status"] in USABLE and symmetry_raised(origin, row["atoms"], RAISED_SYMPREC)
+        if row["raised"]:
+            out.append(b)
+    return out
+
+
+def run_relax_task(task: RelaxTask) -> dict:
+    """Rows (per structure: status, energy eV, grade, steps, fmax eV/Å, final structure, raised)
+    and extrapolative snapshots (item, γ, configuration) of one batch."""
+    evaluate, grade = model.graded_evaluator(task.mtp, task.active_set)
+    if task.evaluate_only:
+        return _evaluate_rows(task, evaluate, grade)
+    rows, snaps = _relax_rows(task, task.structures, task.ids, evaluate, grade)
+    origins = task.origins if task.origins is not None else task.structures
+    again = _mark_raised(rows, origins)
+    if task.origins is not None and again:   # relaxed again from the origin: that is the item's row
+        redo, more = _relax_rows(task, [origins[b] for b in again], [task.ids[b] for b in again], evaluate, grade)
+        _mark_raised(redo, [origins[b] for b in again])
+        for b, row in zip(again, redo):
+            row["steps"] += rows[b]["steps"]
+            rows[b] = row
+        snaps += more
     return {"rows": rows, "snapshots": snaps}
 
 
@@ -200,7 +259,8 @@ class StageLearner:
     def __init__(self, ctx: CampaignContext, sink: ResultSink, level: int, start: Mapping[int, Atoms], tag: str,
                  potential_stage: int, round_base: int = 0,
                  polish_range: Callable[[], float] = lambda: float("inf"),
-                 polish_items: Callable[[], set[int]] = set):
+                 polish_items: Callable[[], set[int]] = set,
+                 origins: Callable[[Sequence[int]], dict[int, Atoms]] | None = None):
         self.ctx, self.store, self.search = ctx, ctx.store, ctx.search
         self.start: StartStructures = start if isinstance(start, StartStructures) else in_memory(start)
         self.sink, self.level, self.tag = sink, level, tag
@@ -211,6 +271,9 @@ class StageLearner:
         # items re-relaxed (warm) after a retraining whatever their energy (a stage's audit sample:
         # audited at the geometry its own potential relaxes it to, as the window will judge it)
         self.polish_items = polish_items
+        # items' original structures, when the start structures are not those (a later stage
+        # starts from the previous one's geometry): what a relaxation with raised symmetry restarts from
+        self.origins = origins
         self.species = tuple(ctx.search.elements)
         self.al = ctx.search.screening.active_learning
         self.items = list(self.start)   # sorted
@@ -343,15 +406,19 @@ class StageLearner:
         evaluate = [i for i in scope if i in latest and latest[i].potential_id != pid
                     and latest[i].status not in redo]
         warm: list[int] = []
+        restart: list[int] = []
         if not relax and not evaluate:
-            loose = [i for i in scope if latest[i].status == EVALUATED]
+            # evaluated where an older potential raised its symmetry: relax from the original
+            restart = [i for i in scope if latest[i].raised and latest[i].kind == "evaluate"]
+            loose = [i for i in scope if latest[i].status == EVALUATED and not latest[i].raised]
             if loose:
                 reach, extra = self.polish_range(), self.polish_items()
                 above = self.energies_above_hull(latest) if np.isfinite(reach) else {}
                 warm = [i for i in loose if above.get(i, 0.0) <= reach or i in extra]
-            if not warm:
+            if not warm and not restart:
                 return None
-        plan = {"round": state.round, "potential_id": pid, "relax": relax, "evaluate": evaluate, "warm": warm}
+        plan = {"round": state.round, "potential_id": pid, "relax": relax, "evaluate": evaluate, "warm": warm,
+                "restart": restart}
         self.store.mark_step(step, plan)
         return plan
 
@@ -361,8 +428,8 @@ class StageLearner:
             return
         done = self.store.relaxation_items(self.sink.key, pass_no)
         rs = self.search.screening.relax
-        for kind in ("relax", "evaluate", "warm"):
-            todo = [i for i in plan[kind] if i not in done]
+        for kind in KINDS:
+            todo = [i for i in plan.get(kind, []) if i not in done]
             if not todo:
                 continue
 
@@ -370,15 +437,25 @@ class StageLearner:
                 """Batches built as ranks ask for them: structures are read from the store per
                 batch (the start structure, or the item's geometry before this pass)."""
                 for b in chunks(todo, rs.batch_size):
+                    raised = origins = None
                     if kind == "relax":
                         structures = self.start.many(b)
+                        origins = self.origins(b) if self.origins is not None else None
+                    elif kind == "restart":
+                        structures = self.origins(b) if self.origins is not None else self.start.many(b)
                     else:
                         rows = self.store.relaxations(self.sink.key, pass_no - 1, latest=True, items=b)
                         structures = {i: r.atoms for i, r in rows.items()}
+                        raised = tuple(bool(rows[i].raised) for i in b)
+                        if kind == "warm":
+                            origins = self.origins(b) if self.origins is not None else self.start.many(b)
                     yield RelaxTask(state.mtp, state.active_set, self.species, tuple(b),
                                     tuple(structures[i] for i in b), rs, self.al.select_threshold,
-                                    self.al.break_threshold, evaluate_only=kind == "evaluate")
-            what = {"relax": "relax", "evaluate": "re-evaluate", "warm": "re-relax (warm)"}[kind]
+                                    self.al.break_threshold, evaluate_only=kind == "evaluate",
+                                    origins=None if origins is None else tuple(origins[i] for i in b),
+                                    raised=raised if kind == "evaluate" else None)
+            what = {"relax": "relax", "evaluate": "re-evaluate", "warm": "re-relax (warm)",
+                    "restart": "relax again from the original (symmetry raised)"}[kind]
             bar = self.ctx.progress(f"{self.tag} {what} (pass {pass_no}, round {state.round})", len(todo)) \
                 if self.ctx.progress else None
 
@@ -400,12 +477,12 @@ class StageLearner:
         for r in rows.values():
             counts[r.status] = counts.get(r.status, 0) + 1
         steps = int(sum(r.steps or 0 for r in rows.values()))
-        info = {"round": state.round, "relax": len(plan["relax"]), "evaluate": len(plan["evaluate"]),
-                "warm": len(plan["warm"]), "status": counts, "steps": steps,
+        info = {**{k: len(plan.get(k, [])) for k in KINDS}, "round": state.round, "status": counts, "steps": steps,
+                "raised": sum(1 for r in rows.values() if r.raised),
                 "snapshots": len(self.store.snapshots(self.sink.key, pass_no))}
         self.store.mark_step(step, info)
         log.info("%s pass %d (round %d): %s; %s", self.tag, pass_no, state.round,
-                 ", ".join(f"{len(plan[k])} {k}" for k in ("relax", "evaluate", "warm") if plan[k]),
+                 ", ".join(f"{len(plan[k])} {k}" for k in KINDS if plan.get(k)),
                  ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
 
     def _learn(self, pass_no: int, state: StageState) -> None:

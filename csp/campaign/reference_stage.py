@@ -3,7 +3,8 @@ hull is certain.
 
 Survivors of the last stage are relaxed with the reference in order of their MTP energy above
 the stage's MTP hull (those whose relaxation broke on extrapolation first: their MTP energy says
-nothing), `batch` at a time on the farm. Before each batch:
+nothing), `batch` at a time on the farm, each from its MTP-relaxed geometry (from its original
+structure where the MTP relaxation raised its symmetry). Before each batch:
 
 1. *Refit*: once the finished reference relaxations have grown the training set by
    `refit_growth` (10 %) since the potential last used (the stage's audited one at first), a new
@@ -95,10 +96,10 @@ class ReferenceStage:
         self.em = ErrorModel(**{k: v for k, v in em.items() if k != "from_stage"}) if em["n"] else None
         self.settings = self.search.screening.reference_stage
         self.level = self.search.screening.stages[-1].level
-        results = {r.candidate_id: r for r in self.store.stage_results(self.last, structures=False)}
+        # every result of the last stage: a widened bound re-admits candidates its window dropped
+        self.results = {r.candidate_id: r for r in self.store.stage_results(self.last, structures=False)}
         self.kept = self.store.kept_ids(self.last)
-        self.results = {i: results[i] for i in self.kept}
-        self.comps = self.store.candidate_counts(self.kept)
+        self.comps = self.store.candidate_counts(sorted(self.results))
         self._memo: dict[tuple[int, str, int], float] = {}   # (potential round, kind, id) -> eV/atom
 
     # the potential used for predictions -----------------------------------------------------
@@ -152,12 +153,15 @@ class ReferenceStage:
         errors = [mtp[r.id] - r.energy / len(structures[r.id]) for r in relaxed]
         return error_model(errors, [atom_counts(structures[r.id]) for r in relaxed], self.search.elements)
 
-    def _predict(self, k: int, remaining: list[int]) -> dict[int, float]:
-        """Predicted eV/atom above the reference hull so far of the remaining survivors that have
-        an MTP energy (with the potential that plans batch `k`)."""
+    def _predict(self, k: int, remaining: list[int]) -> dict[int, tuple[float, float]]:
+        """(predicted eV/atom above the reference hull so far, predicted reference energy eV/atom)
+        of the remaining survivors that have an MTP energy (with the potential that plans batch
+        `k`; for batch 0, against the stage's MTP hull and with the audit's shift)."""
         hull = _reference_hull(self.ctx)
-        if hull is None:
-            return {}
+        if k == 0 or hull is None:
+            shift = self.em.shift if self.em is not None else (lambda comp: 0.0)
+            return {i: (self.above[i], self.results[i].energy_per_atom - shift(self.comps[i]))
+                    for i in remaining if i in self.above}
         round_no, text, _ = self._potential(k)
         usable = [i for i in remaining if self.results[i].status != STATUS_NAMES[BROKEN]
                   and self.results[i].energy_per_atom is not None]
@@ -169,19 +173,29 @@ class ReferenceStage:
             energy = {i: self._memo[(round_no, "survivor", i)] for i in usable}
         em = self._shift(round_no, text)
         shift = em.shift if em is not None else (lambda comp: 0.0)
-        return {i: _above(hull, self.comps[i], energy[i] - shift(self.comps[i])) for i in usable
-                if np.isfinite(energy[i])}
+        return {i: (_above(hull, self.comps[i], energy[i] - shift(self.comps[i])), energy[i] - shift(self.comps[i]))
+                for i in usable if np.isfinite(energy[i])}
+
+    def _start_structures(self, ids: list[int]) -> dict[int, Atoms]:
+        """Where the reference relaxes each survivor from: its geometry relaxed by the last stage,
+        or its original structure where that geometry has more symmetry than the original (the
+        reference could stop on the same symmetric saddle; see csp.campaign.learn.RAISED_SYMPREC)."""
+        structures = self.store.stage_structures(self.last, ids)
+        rows = self.store.relaxations(self.last, latest=True, structures=False, items=ids)
+        raised = [i for i in ids if i in rows and rows[i].raised]
+        if raised:
+            structures.update(self.store.candidates(raised))
+        return structures
 
     def _check(self, info: dict) -> dict[str, float]:
-        """How far below its prediction each relaxed survivor of a batch landed (eV/atom above the
-        reference hull after the batch: prediction − actual)."""
-        hull = _reference_hull(self.ctx)
+        """How far below its predicted energy each relaxed survivor of a batch landed (eV/atom:
+        predicted − reference energy of its relaxation; the error a distance to the hull
+        predicted with it can have, whatever the hull)."""
         out = {}
-        for key, predicted in info.get("predicted", {}).items():
+        for key, predicted in info.get("predicted_energy", {}).items():
             rec = self.store.reference_call(f"relax:c{key}")
-            if hull is not None and rec is not None and rec.ok and rec.energy is not None:
-                i = int(key)
-                out[key] = predicted - _above(hull, self.comps[i], rec.energy / sum(self.comps[i].values()))
+            if rec is not None and rec.ok and rec.energy is not None:
+                out[key] = predicted - rec.energy / sum(self.comps[int(key)].values())
         return out
 
     def run(self) -> None:
@@ -190,10 +204,11 @@ class ReferenceStage:
             return
         bound = self.summary["bound"]
         entries = [ScreenEntry(i, self.comps[i], r.energy_per_atom) for i, r in self.results.items()
-                   if relaxed_ok(r.status) and r.energy_per_atom is not None]
+                   if relaxed_ok(r.status) and r.energy_per_atom is not None]   # the stage's MTP hull
         present = {el for e in entries for el, n in e.composition.items() if n}
         # without an MTP energy of every pure element there is no MTP hull: keep the stage's order by id
         above = energies_above_hull(entries, self.search.elements) if set(self.search.elements) <= present else {}
+        self.above = above
         broken = STATUS_NAMES[BROKEN]
         order = sorted(self.kept, key=lambda i: (self.results[i].status != broken, above.get(i, np.inf), i))
         batch = self.settings.batch or max(8, 2 * getattr(self.ctx.farm, "size", 1))
@@ -202,6 +217,8 @@ class ReferenceStage:
                  len(order), batch, f"; skipping those predicted > {1000 * bound:.1f} meV/atom above the reference"
                  " hull" if early else "")
         remaining = list(order)
+        admitted = set(order)
+        readmitted: list[int] = []
         skipped: dict[str, float] = {}
         relaxed = 0
         worst = 0.0   # largest (prediction − actual) seen so far, eV/atom
@@ -210,22 +227,25 @@ class ReferenceStage:
             step = f"reference/batch{k}"
             info = store.step_info(step)
             if info is None:
-                newly, predicted = {}, {}
-                if early and k > 0:
-                    self._refit(k)
+                newly: dict[str, float] = {}
+                pred: dict[int, tuple[float, float]] = {}
+                if early:
+                    if k > 0:
+                        self._refit(k)
                     pred = self._predict(k, remaining)
                     use = max(bound, worst)
-                    newly = {str(i): d for i, d in pred.items() if d > use}
-                    predicted = {str(i): d for i, d in pred.items() if str(i) not in newly}
+                    if k > 0 and _reference_hull(self.ctx) is not None:
+                        newly = {str(i): d for i, (d, _) in pred.items() if d > use}
                 rest = [i for i in remaining if str(i) not in newly]
                 info = {"ids": rest[:batch], "skipped": newly,
-                        "predicted": {str(i): predicted[str(i)] for i in rest[:batch] if str(i) in predicted},
+                        "predicted": {str(i): pred[i][0] for i in rest[:batch] if i in pred},
+                        "predicted_energy": {str(i): pred[i][1] for i in rest[:batch] if i in pred},
                         "bound": max(bound, worst), "potential_round": self._potential(k)[0] if early and k else None}
                 store.mark_step(step, info)
             skipped.update(info["skipped"])
             taken = set(info["ids"])
             remaining = [i for i in remaining if str(i) not in info["skipped"] and i not in taken]
-            structures = store.stage_structures(self.last, info["ids"])
+            structures = self._start_structures(info["ids"])
             jobs = [Job(f"relax:c{i}", i, structures[i]) for i in info["ids"]]
             run_references(store, self.ctx.farm, self.search, jobs, RELAX, progress=self.ctx.progress)
             for job in jobs:
@@ -243,6 +263,20 @@ class ReferenceStage:
                             " bound of %.1f meV/atom: the bound is widened to that error",
                             ", ".join(f"c{i}" for i, e in errors.items() if e > max(bound, worst)),
                             1000 * max(errors.values()), 1000 * max(bound, worst))
+            if errors and max(errors.values()) > max(bound, worst):
+                # the window was too narrow as well: what it dropped within the widened bound
+                # joins the queue (lowest above the stage's hull first), and skipped survivors are
+                # predicted again against the wider bound
+                wider = max(errors.values())
+                back = sorted((i for i, d in above.items() if d <= wider and i not in admitted),
+                              key=lambda i: (above[i], i))
+                if back:
+                    log.warning("reference stage: %d candidates the last stage's window dropped are within the widened"
+                                " bound: they join the queue", len(back))
+                admitted.update(back)
+                readmitted += back
+                remaining += [int(i) for i in sorted(skipped, key=lambda i: (skipped[i], int(i)))] + back
+                skipped = {}
             worst = max([worst, *errors.values()])
             if info["skipped"]:
                 log.info("reference stage: %d survivors predicted above the reference hull by more than the bound:"
@@ -253,7 +287,7 @@ class ReferenceStage:
         refits = len(store.potentials(self.last + 1))
         final_bound = max(bound, worst)
         store.mark_step(STEP, {
-            "survivors": len(order), "relaxed": relaxed, "batches": k, "refits": refits,
+            "survivors": len(order), "readmitted": len(readmitted), "relaxed": relaxed, "batches": k, "refits": refits,
             "bound": bound, "bound_used": final_bound, "max_prediction_error": worst, "stop_reason": stop,
             "skipped": [{"candidate_id": int(i), "predicted_above_hull": d, "reason": "predicted above the reference"
                          f" hull by more than the bound ({1000 * final_bound:.1f} meV/atom)"}

@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 
 from csp.campaign.audit import ErrorModel, audit_sample, error_model, miss_probability, sample_size
-from csp.campaign.learn import CampaignContext, StageLearner, StageSink, relaxed_ok
+from csp.campaign.learn import KINDS, CampaignContext, StageLearner, StageSink, relaxed_ok
 from csp.campaign.references import SINGLE_POINT, Job, run_references
-from csp.campaign.start import StartStructures, stage_start
+from csp.campaign.start import StartStructures, stage_origins, stage_start
 from csp.campaign.store import AuditPoint, structure_hash
 from csp.relax import BROKEN, STATUS_NAMES
 
@@ -47,7 +47,7 @@ class Stage:
         log.info("stage %d: level-%d MTP on %d structures", self.index, self.settings.level, len(start))
         learner = StageLearner(self.ctx, StageSink(self.store, self.index), self.settings.level, start, self.tag,
                                potential_stage=self.index, polish_range=self._polish_range,
-                               polish_items=self._audit_samples)
+                               polish_items=self._audit_samples, origins=stage_origins(self.store, self.index))
         self._top_up(learner, start)
         learner.converge()
         a = 0
@@ -74,7 +74,7 @@ class Stage:
                     log.warning("%s: no held-out candidate left to audit; using stage %d's error model", self.tag, k)
                     break
         sigma = em["sigma"] if em["n"] else float("inf")
-        bound = max(self.settings.window_sigmas * sigma, self.min_bound)
+        bound = self._bound(em)
         learner.converge()   # re-relax (warm) what the final bound's reach adds, if anything
         final = learner.state()
         latest = learner.latest()
@@ -85,11 +85,11 @@ class Stage:
         usable = sum(1 for r in latest.values() if relaxed_ok(r.status))
         passes = learner.passes()
         relax_steps = sum(self.store.step_info(f"{self.tag}/pass{p}/relaxed")["steps"] for p in range(passes))
-        counts = {k: 0 for k in ("relax", "evaluate", "warm")}
+        counts = {k: 0 for k in KINDS}
         for p in range(passes):
             plan = self.store.step_info(f"{self.tag}/pass{p}/plan")
             for k in counts:
-                counts[k] += len(plan[k])
+                counts[k] += len(plan.get(k, []))
         audited = [p for p in self.store.audit_points(self.index) if p.error is not None]
         shift = ErrorModel(**{k: v for k, v in em.items() if k != "from_stage"}).shift if em["n"] else None
         over = [p.candidate_id for p in self.store.audit_points(self.index, info["audit_round"])
@@ -101,8 +101,10 @@ class Stage:
             "miss_probability": miss_probability(self.settings.window_sigmas), "potential_id": final.potential_id,
             "round": final.round, "audited_potential_id": info["potential_id"], "audit_rounds": a + 1, "audit_points": len(audited),
             "audit_over_bound": over, "kept_untrusted": len(untrusted), "passes": passes,
-            "mtp_relaxations": counts["relax"] + counts["warm"], "mtp_relaxations_from_start": counts["relax"],
-            "mtp_warm_relaxations": counts["warm"], "mtp_evaluations": counts["evaluate"],
+            "mtp_relaxations": counts["relax"] + counts["warm"] + counts["restart"],
+            "mtp_relaxations_from_start": counts["relax"], "mtp_warm_relaxations": counts["warm"],
+            "mtp_restarts": counts["restart"], "raised_symmetry": sum(1 for r in latest.values() if r.raised),
+            "mtp_evaluations": counts["evaluate"],
             "mtp_relaxation_steps": relax_steps,
             "max_rounds_reached": bool(self.store.get_meta(f"{self.tag}_max_rounds_reached", False)),
         }
@@ -136,8 +138,16 @@ class Stage:
         for k in range(latest["audit_round"], -1, -1):
             info = self.store.step_info(f"{self.tag}/audit{k}")
             if info["error_model"]["n"]:
-                return 1.5 * max(self.settings.window_sigmas * info["error_model"]["sigma"], self.min_bound)
+                return 1.5 * self._bound(info["error_model"])
         return self.audit.range
+
+    def _bound(self, em: dict) -> float:
+        """eV/atom above the MTP hull that the window keeps, for the audited error model `em`:
+        window × σ, never less than the largest error the audit met (a heavy tail the RMSE
+        under-states) nor than the stage's floor; infinite without audit points."""
+        if not em["n"]:
+            return float("inf")
+        return max(self.settings.window_sigmas * em["sigma"], em["max"], self.min_bound)
 
     def _top_up(self, learner: StageLearner, start: StartStructures) -> None:
         """A stage's first potential never trains on fewer configurations than its level has

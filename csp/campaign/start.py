@@ -65,3 +65,11 @@ def stage_start(store: CampaignStore, index: int) -> StartStructures:
         return found
 
     return StartStructures(store.candidate_counts(kept), load)
+
+
+def stage_origins(store: CampaignStore, index: int) -> Callable[[Sequence[int]], dict[int, Atoms]] | None:
+    """The original structures (as generated) of screening stage `index`'s items, when its start
+    structures are not those (stage k > 1); None for stage 1, whose start structures are."""
+    if index == 1:
+        return None
+    return lambda ids: dict(store.candidates(ids))

@@ -28,7 +28,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from csp.errors import InputError
 
 STORE_NAME = "campaign.sqlite"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # a relaxation result's columns, shared by stage_results and evolution
 _RESULT_COLUMNS = """    potential_id INTEGER,
@@ -136,6 +136,7 @@ CREATE TABLE IF NOT EXISTS relaxations (
     kind TEXT NOT NULL,
     status TEXT NOT NULL,
 {result_columns}    fmax REAL,
+    raised INTEGER,
     PRIMARY KEY (stage, pass, item)
 );
 CREATE TABLE IF NOT EXISTS audit (
@@ -152,6 +153,9 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS reference_calls_hash ON reference_calls(kind, structure_hash);
 CREATE INDEX IF NOT EXISTS relaxations_item ON relaxations(stage, item, pass);
 """.replace("{result_columns}", _RESULT_COLUMNS)
+# Schema 3: a relaxation row says whether its structure has more symmetry than the item's
+# original structure (`raised`, see csp.campaign.learn.RAISED_SYMPREC); NULL in rows of older
+# stores (not checked).
 
 # The evolution tables were added after schema version 1 shipped: they are created (IF NOT
 # EXISTS) whenever a campaign opens its store, and readers treat a missing table as empty, so
@@ -366,6 +370,7 @@ class PassRow:
     steps: int | None
     fmax: float | None
     atoms: Atoms | None
+    raised: bool | None = None   # more symmetry than the item's original structure (None: not checked)
 
 
 @dataclass(frozen=True)
@@ -411,6 +416,8 @@ class CampaignStore:
             self._migrate_1_to_2()
         elif create:
             self._db.executescript(_SCHEMA_V2)
+        if self.get_meta("schema_version") == 2:
+            self._migrate_2_to_3()
         version = self.get_meta("schema_version")
         if version != SCHEMA_VERSION:
             raise InputError(f"{self.path}: campaign store schema version {version}, expected {SCHEMA_VERSION}")
@@ -433,6 +440,13 @@ class CampaignStore:
                        " candidate_id, 'relax', status, potential_id, energy, energy_per_atom, grade, steps,"
                        " structure, NULL FROM stage_results")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', '2')")
+
+    def _migrate_2_to_3(self) -> None:
+        """Schema 2 -> 3 in one transaction: relaxation rows get `raised` (NULL: not checked)."""
+        with self.transaction() as db:
+            if "raised" not in {r[1] for r in db.execute("PRAGMA table_info(relaxations)")}:
+                db.execute("ALTER TABLE relaxations ADD COLUMN raised INTEGER")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', '3')")
 
     # -- plumbing ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -752,9 +766,10 @@ class CampaignStore:
         with self.transaction() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO relaxations (stage, pass, item, kind, status, potential_id, energy,"
-                " energy_per_atom, grade, steps, structure, fmax) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " energy_per_atom, grade, steps, structure, fmax, raised) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(int(stage), int(pass_no), int(r["candidate_id"]), kind, *_result_values(r),
-                  None if r.get("fmax") is None else float(r["fmax"])) for r in rows])
+                  None if r.get("fmax") is None else float(r["fmax"]),
+                  None if r.get("raised") is None else int(bool(r["raised"]))) for r in rows])
 
     def relaxation_items(self, stage: int, pass_no: int) -> set[int]:
         """Items with a row in pass `pass_no` (resume a pass)."""
@@ -774,7 +789,7 @@ class CampaignStore:
 
     def _relaxations(self, stage: int, pass_no: int | None, latest: bool, structures: bool,
                      items: list[int] | None) -> dict[int, "PassRow"]:
-        cols = "item, pass, kind, status, potential_id, energy, energy_per_atom, grade, steps, fmax, " + \
+        cols = "item, pass, kind, status, potential_id, energy, energy_per_atom, grade, steps, fmax, raised, " + \
             ("structure" if structures else "NULL")
         among = "" if items is None else f" AND item IN ({','.join('?' * len(items))})"
         chosen: tuple = () if items is None else tuple(items)
@@ -790,7 +805,7 @@ class CampaignStore:
         out = {}
         for r in self._db.execute(sql + " ORDER BY item", args):
             out[r[0]] = PassRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
-                                None if r[10] is None else atoms_from_json(r[10]))
+                                None if r[11] is None else atoms_from_json(r[11]), None if r[10] is None else bool(r[10]))
         return out
 
     # -- audit ------------------------------------------------------------------------------------

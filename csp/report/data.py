@@ -397,12 +397,14 @@ def collect(store, within: float = DEFAULT_WITHIN) -> ReportData:
     ref_info = store.step_info("reference_relaxed") or {}
     skipped = [SkippedSurvivor(candidate_id=str(d.get("candidate_id")), predicted_above_hull=d.get("predicted_above_hull"),
                                reason=str(d.get("reason", ""))) for d in ref_info.get("skipped") or []]
-    reference_stage = {k: ref_info[k] for k in ("survivors", "relaxed", "batches", "refits", "bound", "bound_used",
-                                                "max_prediction_error") if k in ref_info}
+    reference_stage = {k: ref_info[k] for k in ("survivors", "readmitted", "relaxed", "batches", "refits", "bound",
+                                                "bound_used", "max_prediction_error") if k in ref_info}
     if ref_info.get("bound_used") is not None and ref_info["bound_used"] > ref_info.get("bound", 0.0):
         notes.append(f"Reference stage: a survivor's reference relaxation landed "
                      f"{1000 * ref_info['max_prediction_error']:.1f} meV/atom below its prediction, beyond the audited "
-                     f"bound of {1000 * ref_info['bound']:.1f} meV/atom; the bound was widened to that error.")
+                     f"bound of {1000 * ref_info['bound']:.1f} meV/atom; the bound was widened to that error"
+                     + (f", and {ref_info['readmitted']} candidates the last stage's window had dropped within it were"
+                        " relaxed too." if ref_info.get("readmitted") else "."))
     evolution = None
     gens = store.generations()
     if gens:

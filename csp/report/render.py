@@ -486,7 +486,8 @@ def _reference_stage_text(doc: dict) -> str:
     r = doc.get("reference_stage") or {}
     if "relaxed" not in r or "refits" not in r:
         return ""
-    return (f"{r['relaxed']} of {r['survivors']} survivors relaxed in {r['batches']} batches, "
+    readmitted = f" (and {r['readmitted']} re-admitted by a widened bound)" if r.get("readmitted") else ""
+    return (f"{r['relaxed']} of {r['survivors']} survivors{readmitted} relaxed in {r['batches']} batches, "
             f"{r['refits']} refit{'' if r['refits'] == 1 else 's'} of the potential; bound {1000 * r['bound_used']:.1f} meV/atom (audited "
             f"{1000 * r['bound']:.1f}), largest prediction error {1000 * r['max_prediction_error']:.1f} meV/atom.")
 

@@ -64,3 +64,20 @@ def symmetry_dataset(cell: tuple, symprec: float = 1e-5, **kwargs: Any):
     """`spglib.get_symmetry_dataset` of ``cell = (lattice, fractional positions, numbers)``,
     or None."""
     return call(spglib.get_symmetry_dataset, cell, symprec=symprec, **kwargs)
+
+
+def operation_count(atoms: Any, symprec: float) -> int:
+    """Number of space-group operations of the periodic cell `atoms` (rotations with their
+    translations, the cell's own lattice translations included) within `symprec` Å; 0 when
+    spglib finds none. Two cells of the same atoms compare by symmetry through this count."""
+    cell = (atoms.cell.array, atoms.get_scaled_positions(wrap=True), atoms.numbers)
+    sym = call(spglib.get_symmetry, cell, symprec=symprec)
+    return 0 if sym is None else len(sym["rotations"])
+
+
+def symmetry_raised(origin: Any, final: Any, symprec: float) -> bool:
+    """Whether `final` (a relaxation of `origin`, same atoms) has more space-group operations
+    than `origin` within `symprec` Å: a relaxation that ends there may have stopped on a saddle
+    that its symmetry makes stationary (e.g. L1_0 on its Bain path at B2, c/a = 1), not at
+    the minimum a relaxation of `origin` reaches."""
+    return operation_count(final, symprec) > operation_count(origin, symprec)

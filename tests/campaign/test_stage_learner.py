@@ -431,3 +431,151 @@ def test_a_later_stage_starts_where_the_coarse_one_left_off(tmp_path, stub):
             same = [j for j in kept if composition_key(rows[j].atoms.get_chemical_symbols())
                     == composition_key(rows[i].atoms.get_chemical_symbols()) and j not in trained]
             assert all(above[i] <= above[j] + 1e-12 for j in same)
+
+
+def _l10_and_b2(store):
+    """The 2-atom CuPd candidate (L1_0) and the B2 geometry its Bain path reaches at c/a = 1 (a
+    saddle of EMT that symmetry makes stationary: forces and anisotropic stress vanish there)."""
+    import spglib
+    from ase import Atoms
+
+    from csp.structures import spg
+
+    def cell(a):
+        return a.cell[:], a.get_scaled_positions(), a.numbers
+
+    cid, origin = next((i, a) for i, a in store.candidates() if len(a) == 2 and len(set(a.numbers)) == 2
+                       and spg.symmetry_dataset(cell(a)).number == 123)             # P4/mmm, not L1_1
+    lattice, frac, numbers = spg.call(spglib.standardize_cell, cell(origin), to_primitive=False, symprec=1e-5)
+    assert len(numbers) == 2 and abs(lattice[2][2] / lattice[0][0] - 2 ** 0.5) < 1e-6   # (a, a, √2 a)
+    side = abs(np.linalg.det(lattice)) ** (1 / 3)
+    return cid, origin, Atoms(numbers=numbers, scaled_positions=frac, cell=np.eye(3) * side, pbc=True)
+
+
+def _brute_force(atoms) -> float:
+    """EMT energy per atom (eV/atom) of `atoms` relaxed as bench/truth.py does."""
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS
+
+    atoms = atoms.copy()
+    atoms.calc = EMT()
+    BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=0.005, steps=500)
+    return atoms.get_potential_energy() / len(atoms)
+
+
+def test_a_relaxation_that_raises_symmetry_is_repeated_from_the_original(tmp_path, stub):
+    """A relaxation that starts elsewhere than the item's original structure (a later stage starts
+    from the previous stage's geometry) and ends with more symmetry than the original is repeated
+    from the original: EMT keeps B2 CuPd where it is (−18 meV/atom), L1_0 relaxes to −39."""
+    from csp.campaign.learn import RelaxTask, run_relax_task
+
+    stub()
+    ctx = setup(tmp_path)
+    cid, origin, b2 = _l10_and_b2(ctx.store)
+    known = StubPotential(json.dumps({"known": [composition_key(["Cu", "Pd"])], "amplitude": 0.0}))
+    task = RelaxTask(known, known.known, SPECIES, (cid,), (b2,), ctx.search.screening.relax, 2.1, 10.0)
+    stuck = run_relax_task(task)["rows"][0]                 # B2 is its own origin: kept where it is
+    assert stuck["status"] == "converged" and not stuck["raised"]
+    assert stuck["energy"] / 2 == pytest.approx(_brute_force(b2), abs=1e-4)
+    row = run_relax_task(RelaxTask(known, known.known, SPECIES, (cid,), (b2,), ctx.search.screening.relax, 2.1,
+                                   10.0, origins=(origin,)))["rows"][0]
+    assert row["status"] == "converged" and row["raised"] is False
+    assert row["energy"] / 2 == pytest.approx(_brute_force(origin), abs=5e-4)
+    assert row["energy"] / 2 < stuck["energy"] / 2 - 0.015
+    assert row["steps"] > stuck["steps"]
+
+
+def test_an_item_an_older_potential_left_on_a_symmetric_saddle_is_relaxed_again_from_its_original(tmp_path, stub):
+    """Later potentials only evaluate an item where an older one relaxed it: at a geometry with
+    raised symmetry the item is relaxed again from its original structure (`restart`) once the
+    evaluations are done, and ends where a brute-force relaxation of the original ends."""
+    stub()
+    ctx = setup(tmp_path)
+    lr = learner(ctx)
+    state = lr.converge()
+    cid, origin, b2 = _l10_and_b2(ctx.store)
+    row = lr.latest()[cid]
+    assert not row.raised
+    from csp.campaign.store import atoms_to_json
+
+    with ctx.store.transaction() as db:      # as if an early potential had relaxed it to B2
+        db.execute("UPDATE relaxations SET structure = ?, raised = 1 WHERE stage = 1 AND item = ? AND pass = ?",
+                   (atoms_to_json(b2), cid, row.pass_no))
+    lr.train(state.round + 1, "test")
+    lr.converge()
+    n = lr.passes()
+    plans = [ctx.store.step_info(f"stage1/pass{p}/plan") for p in range(row.pass_no + 1, n)]
+    assert cid in plans[0]["evaluate"] and plans[-1]["restart"] == [cid]
+    assert sum(len(p["restart"]) for p in plans) == 1
+    final = lr.latest(structures=True)[cid]
+    assert final.kind == "restart" and final.raised is False and final.status == "converged"
+    assert final.energy_per_atom == pytest.approx(_brute_force(origin), abs=5e-4)
+
+
+def test_the_reference_relaxes_a_survivor_with_raised_symmetry_from_its_original(tmp_path, stub):
+    from csp.campaign.reference_stage import ReferenceStage
+
+    stub(0.002)
+    ctx = setup(tmp_path, n=2)
+    Stage(ctx, 1).run()
+    cid, origin, b2 = _l10_and_b2(ctx.store)
+    kept = ctx.store.kept_ids(1)
+    assert cid in kept
+    other = next(i for i in kept if i != cid)
+    rows = ctx.store.relaxations(1, latest=True, items=[cid, other])
+    with ctx.store.transaction() as db:
+        db.execute("UPDATE relaxations SET raised = 1 WHERE stage = 1 AND item = ? AND pass = ?",
+                   (cid, rows[cid].pass_no))
+    starts = ReferenceStage(ctx)._start_structures([cid, other])
+    assert np.allclose(starts[cid].positions, origin.positions) and np.allclose(starts[cid].cell, origin.cell)
+    assert np.allclose(starts[other].positions, rows[other].atoms.positions)
+
+
+def test_a_bound_the_reference_contradicts_widens_and_readmits_what_the_window_dropped(tmp_path, stub):
+    """When a relaxed survivor lands further below its prediction than the bound, the window was
+    too narrow too: the last stage's candidates within the widened bound join the queue. Here the
+    stage's energies of every CuPd structure are 5 meV/atom too high (an error the audit missed)
+    and only the lowest of them survives the window: its reference relaxation reveals the error,
+    the bound widens, the others return, and the final hull is the brute-force hull of the pool."""
+    from csp.campaign.reference_stage import run_reference_stage
+    from csp.campaign.screen import ScreenEntry, energies_above_hull
+    from csp.hull import HullEntry, atom_counts, build_hull, final_hull
+    from csp.reference import get_reference
+
+    stub(0.0)
+    ctx = setup(tmp_path, n=4, extra="  reference_stage: {batch: 2}\n")
+    Stage(ctx, 1).run()
+    store = ctx.store
+    results = {r.candidate_id: r for r in store.stage_results(1)}
+    cupd = [i for i, r in results.items() if atom_counts(r.atoms).get("Cu") == atom_counts(r.atoms).get("Pd")]
+    with store.transaction() as db:   # the potential's error the audit did not see
+        for i in cupd:
+            db.execute("UPDATE stage_results SET energy = energy + ?, energy_per_atom = energy_per_atom + 0.005"
+                       " WHERE stage = 1 AND candidate_id = ?", (0.005 * len(results[i].atoms), i))
+    results = {r.candidate_id: r for r in store.stage_results(1)}
+    above = energies_above_hull([ScreenEntry(i, atom_counts(r.atoms), r.energy_per_atom)
+                                 for i, r in results.items()], ["Cu", "Pd"])
+    lowest = min(cupd, key=lambda i: (above[i], i))
+    kept = sorted({i for i, d in above.items() if d <= 1e-3} | {lowest})
+    assert not set(kept) & (set(cupd) - {lowest})
+    store.set_kept(1, kept)
+    summary = store.step_info("stage1/screened")
+    store.mark_step("stage1/screened", dict(summary, bound=1e-3, kept=len(kept)))
+    run_reference_stage(ctx)
+    info = store.step_info("reference_relaxed")
+    assert info["readmitted"] > 0 and info["bound_used"] > 0.004
+    assert info["bound_used"] == pytest.approx(info["max_prediction_error"])
+    relaxed = {r.candidate_id for r in store.reference_calls("relax")}
+    assert set(kept) <= relaxed | {int(d["candidate_id"]) for d in info["skipped"]}
+    assert relaxed & (set(cupd) - {lowest})                     # re-admitted CuPd structures relaxed
+    ref = get_reference({"calculator": "emt"})
+    brute = []
+    for cid, atoms in store.candidates():
+        out = ref.relax(atoms, tmp_path / "brute" / str(cid))
+        brute.append(HullEntry.from_atoms(out.atoms, id=str(cid), energy=out.energy))
+    truth = build_hull(brute, ["Cu", "Pd"])
+    mine = final_hull(store, ["Cu", "Pd"])
+    assert {r.formula for r in mine.stable()} == {r.formula for r in truth.stable()}
+    for t in truth.stable():
+        m = next(r for r in mine.stable() if r.formula == t.formula)
+        assert abs(m.formation_energy_per_atom - t.formation_energy_per_atom) < 2e-3

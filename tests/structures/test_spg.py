@@ -56,3 +56,22 @@ def test_new_error_handling_covers_pymatgen_and_raises(monkeypatch):
         with pytest.raises(spg.SpglibError), spg.new_error_handling():
             spglib.get_symmetry_dataset((np.eye(3) * 3.0, [[0, 0, 0], [0, 0, 0]], [29, 29]))
     assert "SPGLIB_OLD_ERROR_HANDLING" not in os.environ
+
+
+def _l10(c_over_a: float, a: float = 2.7):
+    """CuAu in its 2-atom tetragonal cell (a, a, c): L1_0 at c/a = √2 (fcc), B2 at c/a = 1."""
+    from ase import Atoms
+
+    return Atoms("CuAu", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5]], cell=[a, a, a * c_over_a], pbc=True)
+
+
+def test_operation_count_and_raised_symmetry_on_the_bain_path():
+    fcc_l10, relaxed_l10, b2 = _l10(2 ** 0.5), _l10(1.28), _l10(1.0)
+    assert spg.operation_count(fcc_l10, 1e-2) == 16          # P4/mmm
+    assert spg.operation_count(b2, 1e-2) == 48               # Pm-3m
+    assert spg.symmetry_raised(fcc_l10, b2, 1e-2)
+    assert not spg.symmetry_raised(fcc_l10, relaxed_l10, 1e-2)
+    assert not spg.symmetry_raised(b2, fcc_l10, 1e-2)
+    # within the tolerance a nearly cubic cell counts as cubic; below it, not
+    near = _l10(1.0 + 1e-3 / 2.7)
+    assert spg.symmetry_raised(fcc_l10, near, 1e-2) and not spg.symmetry_raised(fcc_l10, near, 1e-5)
