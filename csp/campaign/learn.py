@@ -15,12 +15,11 @@ Every pass has a recorded *plan* that says, for the potential of its round, what
   eV/atom of the hull of the current energies — for a stage, 1.5 × its final audited bound —
   or that are among `polish_items()` (a stage's audit sample); the others keep the evaluated
   energy, an upper bound of their relaxed one);
-- `restart`: relax again from the item's original structure, after the evaluations, when its
-  latest geometry has more symmetry than the original (`RAISED_SYMPREC`): an older potential
-  may have left it on a saddle that symmetry makes stationary, which no later evaluation or
-  warm relaxation leaves. A relaxation or warm re-relaxation that ends with raised symmetry is
-  repeated from the original in the same task, so every usable energy is a relaxation a
-  brute-force run would also make, or an evaluation at one.
+- `restart`: relax again from the item's original structure, once per loop, after the
+  evaluations, when its latest geometry has more symmetry than the original (`RAISED_SYMPREC`):
+  an earlier potential (the pilot's first, or the previous stage's) may have left it on a saddle
+  that symmetry makes stationary, which no later evaluation or warm relaxation leaves. A warm
+  re-relaxation that ends with raised symmetry is repeated from the original in the same task.
 So every energy of a stage comes from one potential, and a retraining costs one evaluation per
 candidate plus a short warm relaxation of those near the hull, not a full re-relaxation.
 
@@ -115,10 +114,10 @@ class RelaxTask:
     graded MTP. Thresholds are extrapolation grades γ.
 
     `origins`: each item's original structure (before any relaxation), when `structures` are not
-    those: a relaxation whose end has more symmetry than its origin (`RAISED_SYMPREC`) is
-    repeated from the origin with the same potential, and that result is the item's row (see
-    `RAISED_SYMPREC`). `raised`: for evaluate_only, whether each evaluated geometry had raised
-    symmetry (carried to the row; the geometry does not change)."""
+    those: each row says whether its end has more symmetry than its origin (`RAISED_SYMPREC`);
+    with `repeat_raised`, such a relaxation is repeated from the origin with the same potential,
+    and that result is the item's row. `raised`: for evaluate_only, whether each evaluated
+    geometry had raised symmetry (carried to the row; the geometry does not change)."""
 
     mtp: Any
     active_set: Any
@@ -130,6 +129,7 @@ class RelaxTask:
     break_threshold: float
     evaluate_only: bool = False
     origins: tuple[Atoms, ...] | None = None
+    repeat_raised: bool = False
     raised: tuple[bool, ...] | None = None
 
 
@@ -205,7 +205,7 @@ def run_relax_task(task: RelaxTask) -> dict:
     rows, snaps = _relax_rows(task, task.structures, task.ids, evaluate, grade)
     origins = task.origins if task.origins is not None else task.structures
     again = _mark_raised(rows, origins)
-    if task.origins is not None and again:   # relaxed again from the origin: that is the item's row
+    if task.origins is not None and task.repeat_raised and again:   # again from the origin: the item's row
         redo, more = _relax_rows(task, [origins[b] for b in again], [task.ids[b] for b in again], evaluate, grade)
         _mark_raised(redo, [origins[b] for b in again])
         for b, row in zip(again, redo):
@@ -408,8 +408,11 @@ class StageLearner:
         warm: list[int] = []
         restart: list[int] = []
         if not relax and not evaluate:
-            # evaluated where an older potential raised its symmetry: relax from the original
-            restart = [i for i in scope if latest[i].raised and latest[i].kind == "evaluate"]
+            # left where a relaxation raised its symmetry: relax from the original, once per loop
+            # (a symmetry a relaxation of the original keeps gaining is the item's own)
+            restarted = {i for p in range(pass_no) for i in (self.store.step_info(f"{self.tag}/pass{p}/plan")
+                                                             or {}).get("restart", [])}
+            restart = [i for i in scope if latest[i].raised and i not in restarted]
             loose = [i for i in scope if latest[i].status == EVALUATED and not latest[i].raised]
             if loose:
                 reach, extra = self.polish_range(), self.polish_items()
@@ -453,6 +456,7 @@ class StageLearner:
                                     tuple(structures[i] for i in b), rs, self.al.select_threshold,
                                     self.al.break_threshold, evaluate_only=kind == "evaluate",
                                     origins=None if origins is None else tuple(origins[i] for i in b),
+                                    repeat_raised=kind == "warm",
                                     raised=raised if kind == "evaluate" else None)
             what = {"relax": "relax", "evaluate": "re-evaluate", "warm": "re-relax (warm)",
                     "restart": "relax again from the original (symmetry raised)"}[kind]

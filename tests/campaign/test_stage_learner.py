@@ -464,9 +464,9 @@ def _brute_force(atoms) -> float:
 
 
 def test_a_relaxation_that_raises_symmetry_is_repeated_from_the_original(tmp_path, stub):
-    """A relaxation that starts elsewhere than the item's original structure (a later stage starts
-    from the previous stage's geometry) and ends with more symmetry than the original is repeated
-    from the original: EMT keeps B2 CuPd where it is (−18 meV/atom), L1_0 relaxes to −39."""
+    """A relaxation that starts elsewhere than the item's original structure ends flagged when it
+    has more symmetry than the original; a warm one (repeat_raised) is then repeated from the
+    original: EMT keeps B2 CuPd where it is (−18 meV/atom), L1_0 relaxes to −39."""
     from csp.campaign.learn import RelaxTask, run_relax_task
 
     stub()
@@ -477,8 +477,11 @@ def test_a_relaxation_that_raises_symmetry_is_repeated_from_the_original(tmp_pat
     stuck = run_relax_task(task)["rows"][0]                 # B2 is its own origin: kept where it is
     assert stuck["status"] == "converged" and not stuck["raised"]
     assert stuck["energy"] / 2 == pytest.approx(_brute_force(b2), abs=1e-4)
+    flagged = run_relax_task(RelaxTask(known, known.known, SPECIES, (cid,), (b2,), ctx.search.screening.relax, 2.1,
+                                       10.0, origins=(origin,)))["rows"][0]
+    assert flagged["raised"] is True and flagged["energy"] == stuck["energy"]
     row = run_relax_task(RelaxTask(known, known.known, SPECIES, (cid,), (b2,), ctx.search.screening.relax, 2.1,
-                                   10.0, origins=(origin,)))["rows"][0]
+                                   10.0, origins=(origin,), repeat_raised=True))["rows"][0]
     assert row["status"] == "converged" and row["raised"] is False
     assert row["energy"] / 2 == pytest.approx(_brute_force(origin), abs=5e-4)
     assert row["energy"] / 2 < stuck["energy"] / 2 - 0.015
