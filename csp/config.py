@@ -142,10 +142,12 @@ class AuditSettings:
     `range` (eV/atom above the MTP hull): where the first round draws the random part of its
     sample (later rounds: within three windows). The window keeps bound = max(window × σ, the
     largest error the audit met, `min_bound`) eV/atom above the MTP hull. `min_bound`
-    (eV/atom): the last stage's window is never narrower, whatever σ — the precision a
-    reference hull is read at (a DFT hull's numerical noise is ~1 meV/atom); errors the audit at
-    the MTP geometry cannot see (the reference relaxation from there) are checked by the
-    reference stage, which widens its bound and re-admits candidates if one exceeds it.
+    (eV/atom): the last stage's window is never narrower, so that a σ near zero (a potential
+    that reproduces a smooth reference almost exactly, as on EMT Ag-Au at σ = 0.04 meV/atom)
+    does not close it; with DFT the audited σ holds the reference's own noise and sets the
+    window. Errors the audit at the MTP geometry cannot see (the reference relaxation from
+    there) are checked by the reference stage, which widens its bound and re-admits candidates
+    if one exceeds it.
     `min_bound_coarse` (eV/atom): the same floor for every stage but the last — those only hand
     structures to a more accurate potential, which evaluates them before it relaxes any, so a
     wide window costs MTP evaluations, not reference calls; single structures were measured
@@ -158,7 +160,7 @@ class AuditSettings:
     improvement: float = setting(0.8, positive=True)
     sigma_floor: float = setting(0.001, lo=0.0)
     range: float = setting(0.1, positive=True)
-    min_bound: float = setting(0.001, lo=0.0)
+    min_bound: float = setting(0.00025, lo=0.0)
     min_bound_coarse: float = setting(0.025, lo=0.0)
 
 

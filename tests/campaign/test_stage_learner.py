@@ -413,7 +413,8 @@ def test_a_later_stage_starts_where_the_coarse_one_left_off(tmp_path, stub):
     first = ctx.store.step_info("stage1/screened")
     second = ctx.store.step_info("stage2/screened")
     assert first["bound"] >= ctx.search.screening.audit.min_bound_coarse
-    assert second["bound"] == pytest.approx(max(4.0 * second["sigma"], ctx.search.screening.audit.min_bound))
+    assert second["bound"] == pytest.approx(max(4.0 * second["sigma"], second["error_model"]["max"],
+                                                ctx.search.screening.audit.min_bound))
     kept = ctx.store.kept_ids(1)
     plan = ctx.store.step_info("stage2/pass0/plan")
     assert sorted(plan["relax"]) == sorted(kept)
