@@ -420,6 +420,12 @@ def funnel(run_dir: str, truth_path: str, tol: float = 0.002, emt_errors: bool =
                     near.append(err)
                     fr_near.append(f)
             s_all, s_near = err_stats(errs, fr), err_stats(near, fr_near)
+            info = stage_data[i]["info"] or {}
+            # where the window is decided: within three bounds of the stage's own MTP hull
+            reach = 3.0 * info["bound"] if _finite(info.get("bound")) else None
+            window_ids = [k for k, r in enumerate(ok) if reach is not None and above[i]
+                          and above[i].get(r.candidate_id, math.inf) <= reach]
+            s_win = err_stats([errs[k] for k in window_ids], [fr[k] for k in window_ids])
             s_dist = {"n": 0}
             if above[i]:
                 try:
@@ -428,11 +434,12 @@ def funnel(run_dir: str, truth_path: str, tol: float = 0.002, emt_errors: bool =
                     s_dist = err_stats([above[i][c] - emt_ab[c] for c in above[i]])
                 except Exception:
                     pass
-            info = stage_data[i]["info"] or {}
             sigma, bound, window = info.get("sigma"), info.get("bound"), info.get("window")
             p(f"  stage {i} all:            {fmt_stats(s_all)}")
             p(f"  stage {i} near truth hull: {fmt_stats(s_near)}   (truth e_above_hull <= {1000 * NEAR_TRUTH:g})")
             p(f"  stage {i} d(above hull):   {fmt_stats(s_dist)}")
+            if reach is not None:
+                p(f"  stage {i} near MTP hull:  {fmt_stats(s_win)}   (within 3 bounds = {mev(reach)} of the stage's hull)")
             used = [f"sigma {mev(sigma)}" if isinstance(sigma, (int, float)) else None,
                     f"bound {mev(bound)}" if isinstance(bound, (int, float)) else None,
                     f"window {mev(window)}" if isinstance(window, (int, float)) else None]
@@ -441,11 +448,13 @@ def funnel(run_dir: str, truth_path: str, tol: float = 0.002, emt_errors: bool =
                 ratios.append(f"RMSE-lin/sigma {s_all['sigma_lin'] / sigma:.2f}")
                 if s_near.get("n"):
                     ratios.append(f"RMSE-lin(near)/sigma {s_near['sigma_lin'] / sigma:.2f}")
+                if s_win.get("n"):
+                    ratios.append(f"RMSE-lin(near MTP hull)/sigma {s_win['sigma_lin'] / sigma:.2f}")
             lim, lim_name = (bound, "bound") if isinstance(bound, (int, float)) else (window, "window")
             if _finite(lim) and s_dist.get("n"):
                 ratios.append(f"max|d(above hull)|/{lim_name} {s_dist['max'] / lim:.2f}")
             p(f"          used: {', '.join(u for u in used if u) or 'n/a'} meV   {'  '.join(ratios)}")
-            out["mtp_error"].append({"stage": i, "all": s_all, "near_hull": s_near, "above_hull": s_dist,
+            out["mtp_error"].append({"stage": i, "all": s_all, "near_hull": s_near, "above_hull": s_dist, "near_mtp_hull": s_win,
                                      "sigma": sigma, "bound": bound, "window": window})
 
     # hindsight -------------------------------------------------------------------------------

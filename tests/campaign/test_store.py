@@ -145,3 +145,25 @@ def test_snapshots_and_pass_tracking(tmp_path):
         assert store.snapshots(1, 1) == []
         store.set_stage_results(1, [dict(candidate_id=ids[0], status="converged", energy=-1.0, atoms=snap)], pass_no=2)
         assert store.stage_pass_done_ids(1, 2) == {ids[0]} and store.stage_pass_done_ids(1, 1) == set()
+
+
+def test_a_schema_2_store_gains_the_raised_flag_and_keeps_its_rows(tmp_path):
+    import sqlite3
+
+    store = CampaignStore(tmp_path, create=True)
+    atoms = bulk("Cu", "fcc", a=3.6)
+    store.add_relaxations(1, 0, "relax", [{"candidate_id": 7, "status": "converged", "energy": -3.5, "atoms": atoms,
+                                           "raised": True}])
+    store.close()
+    db = sqlite3.connect(tmp_path / "campaign.sqlite")     # the same store as schema 2 wrote it
+    db.execute("ALTER TABLE relaxations DROP COLUMN raised")
+    db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    store = CampaignStore(tmp_path)
+    assert store.get_meta("schema_version") == 3
+    row = store.relaxations(1, 0)[7]
+    assert row.raised is None and row.energy == -3.5 and row.status == "converged"   # not checked then
+    store.add_relaxations(1, 1, "restart", [{"candidate_id": 7, "status": "converged", "energy": -3.6, "atoms": atoms,
+                                             "raised": False}])
+    assert store.relaxations(1, latest=True)[7].raised is False
