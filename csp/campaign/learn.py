@@ -15,11 +15,13 @@ Every pass has a recorded *plan* that says, for the potential of its round, what
   eV/atom of the hull of the current energies — for a stage, 1.5 × its final audited bound —
   or that are among `polish_items()` (a stage's audit sample); the others keep the evaluated
   energy, an upper bound of their relaxed one);
-- `restart`: relax again from the item's original structure, once per loop, after the
-  evaluations, when its latest geometry has more symmetry than the original (`RAISED_SYMPREC`):
-  an earlier potential (the pilot's first, or the previous stage's) may have left it on a saddle
-  that symmetry makes stationary, which no later evaluation or warm relaxation leaves. A warm
-  re-relaxation that ends with raised symmetry is repeated from the original in the same task.
+- `restart`: relax again from the item's original structure, once per loop and only in a loop
+  that starts from the originals (stage 1, a generation), after the evaluations, when its latest
+  geometry has more symmetry than the original (`RAISED_SYMPREC`): the first potential may have
+  left it on a saddle that symmetry makes stationary, which no later evaluation or warm
+  relaxation leaves. A warm re-relaxation that ends with raised symmetry is repeated from the
+  original in the same task. Later stages start from where stage 1 left each item and record
+  the flag only.
 So every energy of a stage comes from one potential, and a retraining costs one evaluation per
 candidate plus a short warm relaxation of those near the hull, not a full re-relaxation.
 
@@ -408,11 +410,13 @@ class StageLearner:
         warm: list[int] = []
         restart: list[int] = []
         if not relax and not evaluate:
-            # left where a relaxation raised its symmetry: relax from the original, once per loop
-            # (a symmetry a relaxation of the original keeps gaining is the item's own)
-            restarted = {i for p in range(pass_no) for i in (self.store.step_info(f"{self.tag}/pass{p}/plan")
-                                                             or {}).get("restart", [])}
-            restart = [i for i in scope if latest[i].raised and i not in restarted]
+            # left where a relaxation raised its symmetry: relax from the original, once per loop,
+            # in a loop that starts from the originals (a later stage starts from where this one
+            # left them; a symmetry a relaxation of the original keeps gaining is the item's own)
+            if self.origins is None:
+                restarted = {i for p in range(pass_no)
+                             for i in (self.store.step_info(f"{self.tag}/pass{p}/plan") or {}).get("restart", [])}
+                restart = [i for i in scope if latest[i].raised and i not in restarted]
             loose = [i for i in scope if latest[i].status == EVALUATED and not latest[i].raised]
             if loose:
                 reach, extra = self.polish_range(), self.polish_items()

@@ -3,8 +3,7 @@ hull is certain.
 
 Survivors of the last stage are relaxed with the reference in order of their MTP energy above
 the stage's MTP hull (those whose relaxation broke on extrapolation first: their MTP energy says
-nothing), `batch` at a time on the farm, each from its MTP-relaxed geometry (from its original
-structure where the MTP relaxation raised its symmetry). Before each batch:
+nothing), `batch` at a time on the farm, each from its MTP-relaxed geometry. Before each batch:
 
 1. *Refit*: once the finished reference relaxations have grown the training set by
    `refit_growth` (10 %) since the potential last used (the stage's audited one at first), a new
@@ -176,17 +175,6 @@ class ReferenceStage:
         return {i: (_above(hull, self.comps[i], energy[i] - shift(self.comps[i])), energy[i] - shift(self.comps[i]))
                 for i in usable if np.isfinite(energy[i])}
 
-    def _start_structures(self, ids: list[int]) -> dict[int, Atoms]:
-        """Where the reference relaxes each survivor from: its geometry relaxed by the last stage,
-        or its original structure where that geometry has more symmetry than the original (the
-        reference could stop on the same symmetric saddle; see csp.campaign.learn.RAISED_SYMPREC)."""
-        structures = self.store.stage_structures(self.last, ids)
-        rows = self.store.relaxations(self.last, latest=True, structures=False, items=ids)
-        raised = [i for i in ids if i in rows and rows[i].raised]
-        if raised:
-            structures.update(self.store.candidates(raised))
-        return structures
-
     def _check(self, info: dict) -> dict[str, float]:
         """How far below its predicted energy each relaxed survivor of a batch landed (eV/atom:
         predicted − reference energy of its relaxation; the error a distance to the hull
@@ -245,7 +233,7 @@ class ReferenceStage:
             skipped.update(info["skipped"])
             taken = set(info["ids"])
             remaining = [i for i in remaining if str(i) not in info["skipped"] and i not in taken]
-            structures = self._start_structures(info["ids"])
+            structures = store.stage_structures(self.last, info["ids"])
             jobs = [Job(f"relax:c{i}", i, structures[i]) for i in info["ids"]]
             run_references(store, self.ctx.farm, self.search, jobs, RELAX, progress=self.ctx.progress)
             for job in jobs:

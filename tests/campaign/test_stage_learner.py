@@ -251,7 +251,8 @@ def test_audit_recovers_the_known_error(tmp_path, stub):
 def _tables(path) -> dict:
     db = sqlite3.connect(path)
     out = {}
-    for table, cols in (("relaxations", "stage, pass, item, kind, status, potential_id, energy, grade, steps, structure"),
+    for table, cols in (("relaxations", "stage, pass, item, kind, status, potential_id, energy, grade, steps, structure,"
+                                        " raised"),
                         ("potentials", "stage, round, level, n_train, mtp"),
                         ("reference_calls", "key, kind, candidate_id, ok, energy, structure_hash"),
                         ("training", "reference_call_id, stage, round, source"),
@@ -516,25 +517,6 @@ def test_an_item_an_older_potential_left_on_a_symmetric_saddle_is_relaxed_again_
     assert final.energy_per_atom == pytest.approx(_brute_force(origin), abs=5e-4)
 
 
-def test_the_reference_relaxes_a_survivor_with_raised_symmetry_from_its_original(tmp_path, stub):
-    from csp.campaign.reference_stage import ReferenceStage
-
-    stub(0.002)
-    ctx = setup(tmp_path, n=2)
-    Stage(ctx, 1).run()
-    cid, origin, b2 = _l10_and_b2(ctx.store)
-    kept = ctx.store.kept_ids(1)
-    assert cid in kept
-    other = next(i for i in kept if i != cid)
-    rows = ctx.store.relaxations(1, latest=True, items=[cid, other])
-    with ctx.store.transaction() as db:
-        db.execute("UPDATE relaxations SET raised = 1 WHERE stage = 1 AND item = ? AND pass = ?",
-                   (cid, rows[cid].pass_no))
-    starts = ReferenceStage(ctx)._start_structures([cid, other])
-    assert np.allclose(starts[cid].positions, origin.positions) and np.allclose(starts[cid].cell, origin.cell)
-    assert np.allclose(starts[other].positions, rows[other].atoms.positions)
-
-
 def test_a_bound_the_reference_contradicts_widens_and_readmits_what_the_window_dropped(tmp_path, stub):
     """When a relaxed survivor lands further below its prediction than the bound, the window was
     too narrow too: the last stage's candidates within the widened bound join the queue. Here the
@@ -583,3 +565,32 @@ def test_a_bound_the_reference_contradicts_widens_and_readmits_what_the_window_d
     for t in truth.stable():
         m = next(r for r in mine.stable() if r.formula == t.formula)
         assert abs(m.formation_energy_per_atom - t.formation_energy_per_atom) < 2e-3
+
+
+def test_a_restart_resumes_exactly_after_a_kill_at_every_step(tmp_path, stub, monkeypatch):
+    """The loop of the test above (an item left at B2 by an older potential), killed after each
+    recorded step of the passes that re-evaluate and restart it, resumes to the same tables."""
+    from csp.campaign.store import atoms_to_json
+
+    stub()
+
+    def prepared(name):
+        ctx = setup(tmp_path, name=name)
+        lr = learner(ctx)
+        state = lr.converge()
+        cid, _, b2 = _l10_and_b2(ctx.store)
+        with ctx.store.transaction() as db:
+            db.execute("UPDATE relaxations SET structure = ?, raised = 1 WHERE stage = 1 AND item = ? AND pass = ?",
+                       (atoms_to_json(b2), cid, lr.latest()[cid].pass_no))
+        lr.train(state.round + 1, "test")
+        return ctx
+
+    straight = prepared("straight")
+    before = len(_tables(tmp_path / "straight" / "campaign.sqlite")["steps"])
+    learner(straight).converge()
+    straight.store.close()
+    reference = _tables(tmp_path / "straight" / "campaign.sqlite")
+    assert any(r[3] == "restart" for r in reference["relaxations"])
+    for k in range(1, len(reference["steps"]) - before + 1):
+        ctx = prepared(f"kill-{k}")
+        _kill_resume_compare(monkeypatch, ctx, "mark_step", k, lambda c: learner(c).converge(), reference)

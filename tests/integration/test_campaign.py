@@ -150,8 +150,11 @@ def test_campaign_agrees_with_brute_force(brute_force_run, capsys):
               f"{len(candidates)} relaxations = {brute_steps} evaluations; "
               f"hull phases {[r['formula'] for r in csp_hull]}")
     assert counts["stage2_kept"] < counts["candidates"], "the screening windows removed nothing"
-    # measured: 61 of 176 candidates reference-relaxed, 541 vs 2,819 reference evaluations
-    assert counts["reference_relaxations"] <= 0.5 * len(candidates)
+    # measured: 61–68 of 176 candidates reference-relaxed, 541 vs 2,819 reference evaluations; with
+    # stage 1 restarting the 29 relaxations that raised symmetry (16 % of this mixed-lattice pool),
+    # 93 and 832 evaluations: the level-8 audits and fits of so small a pool take another path
+    # (stage-1 σ 53 instead of 13 meV/atom), the reference steps barely change (572 vs 452)
+    assert counts["reference_relaxations"] <= 0.6 * len(candidates)
     assert csp_evals < 0.4 * brute_steps
     report = json.loads((reference_run / "report" / "hull.json").read_text())
     assert sorted(p["formula"] for p in report["hull_phases"]) == sorted(r["formula"] for r in csp_hull)
