@@ -99,6 +99,13 @@ class ReferenceStage:
         self.results = {r.candidate_id: r for r in self.store.stage_results(self.last, structures=False)}
         self.kept = self.store.kept_ids(self.last)
         self.comps = self.store.candidate_counts(sorted(self.results))
+        entries = [ScreenEntry(i, self.comps[i], r.energy_per_atom) for i, r in self.results.items()
+                   if relaxed_ok(r.status) and r.energy_per_atom is not None]
+        present = {el for e in entries for el, n in e.composition.items() if n}
+        # eV/atom above the stage's MTP hull; without an MTP energy of every pure element there is
+        # no such hull (empty: the stage's order by id is kept)
+        self.above = energies_above_hull(entries, self.search.elements) \
+            if set(self.search.elements) <= present else {}
         self._memo: dict[tuple[int, str, int], float] = {}   # (potential round, kind, id) -> eV/atom
 
     # the potential used for predictions -----------------------------------------------------
@@ -152,12 +159,12 @@ class ReferenceStage:
         errors = [mtp[r.id] - r.energy / len(structures[r.id]) for r in relaxed]
         return error_model(errors, [atom_counts(structures[r.id]) for r in relaxed], self.search.elements)
 
-    def _predict(self, k: int, remaining: list[int]) -> dict[int, tuple[float, float]]:
-        """(predicted eV/atom above the reference hull so far, predicted reference energy eV/atom)
-        of the remaining survivors that have an MTP energy (with the potential that plans batch
-        `k`; for batch 0, against the stage's MTP hull and with the audit's shift)."""
-        hull = _reference_hull(self.ctx)
-        if k == 0 or hull is None:
+    def _predict(self, k: int, remaining: list[int], hull) -> dict[int, tuple[float, float]]:
+        """(predicted eV/atom above `hull`, the reference hull so far, and predicted reference
+        energy eV/atom) of the remaining survivors that have an MTP energy, with the potential
+        that plans batch `k`; without a reference hull (the first batch), the stage's own
+        prediction: above its MTP hull, with the audit's shift."""
+        if hull is None:
             shift = self.em.shift if self.em is not None else (lambda comp: 0.0)
             return {i: (self.above[i], self.results[i].energy_per_atom - shift(self.comps[i]))
                     for i in remaining if i in self.above}
@@ -191,12 +198,7 @@ class ReferenceStage:
         if store.step_done(STEP):
             return
         bound = self.summary["bound"]
-        entries = [ScreenEntry(i, self.comps[i], r.energy_per_atom) for i, r in self.results.items()
-                   if relaxed_ok(r.status) and r.energy_per_atom is not None]   # the stage's MTP hull
-        present = {el for e in entries for el, n in e.composition.items() if n}
-        # without an MTP energy of every pure element there is no MTP hull: keep the stage's order by id
-        above = energies_above_hull(entries, self.search.elements) if set(self.search.elements) <= present else {}
-        self.above = above
+        above = self.above
         broken = STATUS_NAMES[BROKEN]
         order = sorted(self.kept, key=lambda i: (self.results[i].status != broken, above.get(i, np.inf), i))
         batch = self.settings.batch or max(8, 2 * getattr(self.ctx.farm, "size", 1))
@@ -220,10 +222,10 @@ class ReferenceStage:
                 if early:
                     if k > 0:
                         self._refit(k)
-                    pred = self._predict(k, remaining)
-                    use = max(bound, worst)
-                    if k > 0 and _reference_hull(self.ctx) is not None:
-                        newly = {str(i): d for i, (d, _) in pred.items() if d > use}
+                    hull = _reference_hull(self.ctx) if k > 0 else None
+                    pred = self._predict(k, remaining, hull)
+                    if hull is not None:
+                        newly = {str(i): d for i, (d, _) in pred.items() if d > max(bound, worst)}
                 rest = [i for i in remaining if str(i) not in newly]
                 info = {"ids": rest[:batch], "skipped": newly,
                         "predicted": {str(i): pred[i][0] for i in rest[:batch] if i in pred},
